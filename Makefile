@@ -1,0 +1,50 @@
+# The two commands: `make run` (the function on 127.0.0.1:9000) and `make test` (everything).
+# Both install what they need on a fresh machine: a virtualenv, the npm tools, redis-server.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+DEPLOYED := index.py handlers.py dingtalk_crypto.py dingtalk_fc
+
+.PHONY: run test lint check-py36 pytest bench package clean redis-server
+
+run: $(VENV_STAMP)
+	$(PY) -m dingtalk_fc_dev.local_server
+
+test: lint check-py36 pytest
+
+$(VENV_STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
+redis-server:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+
+lint: $(VENV_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+# Deployed code must run on FC's python3 runtime, Python 3.6.
+check-py36: $(VENV_STAMP)
+	$(PY) -m vermin --target=3.6- --violations --eval-annotations --no-tips --backport typing $(DEPLOYED)
+
+pytest: $(VENV_STAMP) $(NODE_STAMP) redis-server
+	$(PY) -m pytest
+
+bench: $(VENV_STAMP)
+	$(PY) tools/bench.py
+
+package: $(VENV_STAMP)
+	$(PY) tools/package.py --runtime python3
+	$(PY) tools/package.py --runtime python3.10
+
+clean:
+	rm -rf $(VENV) node_modules build .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,133 @@
+"""Configuration from environment variables, read and validated once per instance.
+
+A wrong value fails here, at start-up, with a message naming the variable and never its value.
+"""
+
+import re
+from typing import List, Mapping, NamedTuple, Optional, Tuple
+
+import dingtalk_crypto
+
+
+class ConfigError(Exception):
+    """The function's environment is missing a variable or holds an invalid one."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable} {problem}")
+        self.variable = variable
+
+
+class Settings(NamedTuple):
+    """Everything the pipeline needs; built by :func:`load_settings`."""
+
+    token: str
+    aes_key: str
+    owner_key: str
+    previous_keys: List[Tuple[str, str]]
+    timestamp_tolerance_s: int
+    max_body_bytes: int
+    max_query_bytes: int
+    dedup_redis_url: Optional[str]
+    dedup_retention_s: int
+    dedup_in_flight_s: int
+    dedup_memory_entries: int
+    dedup_fail_closed: bool
+    dedup_timeout_ms: int
+    defer_all: bool
+    worker_function: Optional[str]
+    worker_service: Optional[str]
+    fc_endpoint: Optional[str]
+
+
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9]{3,32}\Z")
+
+
+def _required(environ: Mapping[str, str], name: str) -> str:
+    value = environ.get(name, "").strip()
+    if not value:
+        raise ConfigError(name, "is not set")
+    return value
+
+
+def _token(environ: Mapping[str, str], name: str) -> str:
+    value = _required(environ, name)
+    if not TOKEN_PATTERN.match(value):
+        raise ConfigError(name, "must be 3-32 letters or digits")
+    return value
+
+
+def _aes_key(environ: Mapping[str, str], name: str) -> str:
+    value = _required(environ, name)
+    try:
+        dingtalk_crypto.decode_aes_key(value)
+    except dingtalk_crypto.InvalidAesKeyError as error:
+        raise ConfigError(name, "is invalid: " + error.message) from None
+    return value
+
+
+def _integer(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, "must be a whole number") from None
+    if value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}")
+    return value
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(name, "must be 1 or 0")
+
+
+def _optional(environ: Mapping[str, str], name: str) -> Optional[str]:
+    return environ.get(name, "").strip() or None
+
+
+def _previous_keys(environ: Mapping[str, str]) -> List[Tuple[str, str]]:
+    token_set = bool(environ.get("DINGTALK_PREVIOUS_TOKEN", "").strip())
+    key_set = bool(environ.get("DINGTALK_PREVIOUS_AES_KEY", "").strip())
+    if not token_set and not key_set:
+        return []
+    if not token_set:
+        raise ConfigError("DINGTALK_PREVIOUS_TOKEN", "is not set but DINGTALK_PREVIOUS_AES_KEY is")
+    if not key_set:
+        raise ConfigError("DINGTALK_PREVIOUS_AES_KEY", "is not set but DINGTALK_PREVIOUS_TOKEN is")
+    return [(_token(environ, "DINGTALK_PREVIOUS_TOKEN"), _aes_key(environ, "DINGTALK_PREVIOUS_AES_KEY"))]
+
+
+def _redis_url(environ: Mapping[str, str]) -> Optional[str]:
+    url = _optional(environ, "DINGTALK_DEDUP_REDIS_URL")
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("DINGTALK_DEDUP_REDIS_URL", "must start with redis://, rediss:// or unix://")
+    return url
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Validate the environment; raise :class:`ConfigError` naming the first bad variable."""
+    return Settings(
+        token=_token(environ, "DINGTALK_TOKEN"),
+        aes_key=_aes_key(environ, "DINGTALK_AES_KEY"),
+        owner_key=_required(environ, "DINGTALK_APP_KEY"),
+        previous_keys=_previous_keys(environ),
+        timestamp_tolerance_s=_integer(environ, "DINGTALK_TIMESTAMP_TOLERANCE_SECONDS", 3600),
+        max_body_bytes=_integer(environ, "DINGTALK_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+        max_query_bytes=_integer(environ, "DINGTALK_MAX_QUERY_BYTES", 4096, minimum=256),
+        dedup_redis_url=_redis_url(environ),
+        dedup_retention_s=_integer(environ, "DINGTALK_DEDUP_TTL_SECONDS", 24 * 3600, minimum=1),
+        dedup_in_flight_s=_integer(environ, "DINGTALK_DEDUP_IN_FLIGHT_SECONDS", 600, minimum=1),
+        dedup_memory_entries=_integer(environ, "DINGTALK_DEDUP_MEMORY_ENTRIES", 100000, minimum=1),
+        dedup_fail_closed=_flag(environ, "DINGTALK_DEDUP_FAIL_CLOSED"),
+        dedup_timeout_ms=_integer(environ, "DINGTALK_DEDUP_TIMEOUT_MS", 200, minimum=1),
+        defer_all=_flag(environ, "DINGTALK_DEFER_ALL"),
+        worker_function=_optional(environ, "DINGTALK_WORKER_FUNCTION"),
+        worker_service=_optional(environ, "DINGTALK_WORKER_SERVICE"),
+        fc_endpoint=_optional(environ, "DINGTALK_FC_ENDPOINT"),
+    )

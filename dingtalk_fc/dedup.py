@@ -1,0 +1,160 @@
+"""Idempotency stores: claim an event key before its handler runs, mark it done after.
+
+A key is *in flight* from the claim until the handler finishes (or the in-flight lease runs
+out, should the instance die), then *done* for the retention period. A failed handler releases
+its claim so the next delivery runs again. Two stores share this interface: in memory (one
+instance) and Redis (every instance of the function).
+"""
+
+import itertools
+import os
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Callable, NamedTuple, Optional, Tuple
+
+CLAIMED = "claimed"
+IN_FLIGHT = "in_flight"
+DONE = "done"
+
+
+class Claim(NamedTuple):
+    state: str  # CLAIMED: run the handler; IN_FLIGHT or DONE: someone else has it or had it
+    token: str  # identifies this claim, so only its holder can release it
+
+
+class StoreUnavailable(Exception):
+    """The store could not answer in time; the caller fails open or closed as configured."""
+
+
+class MemoryStore:
+    """Bounded, thread-safe store with per-key expiry and least-recently-used eviction.
+
+    Correct for a single instance only: FC runs several instances, each with its own memory.
+    """
+
+    def __init__(self, max_entries: int = 100000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._entries = OrderedDict()  # type: OrderedDict[str, Tuple[str, str, float]]
+        self._max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tokens = itertools.count(1)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _live(self, key: str, now: float) -> Optional[Tuple[str, str, float]]:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[2] <= now:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def _put(self, key: str, entry: Tuple[str, str, float]) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def claim(self, key: str, lease_s: float, token: Optional[str] = None) -> Claim:
+        """Claim ``key`` for ``lease_s`` seconds; passing the holder's ``token`` renews its claim."""
+        now = self._clock()
+        with self._lock:
+            entry = self._live(key, now)
+            if entry is not None and not (entry[0] == IN_FLIGHT and token and entry[1] == token):
+                return Claim(entry[0], "")
+            token = token or str(next(self._tokens))
+            self._put(key, (IN_FLIGHT, token, now + lease_s))
+            return Claim(CLAIMED, token)
+
+    def complete(self, key: str, retention_s: float) -> None:
+        with self._lock:
+            self._put(key, (DONE, "", self._clock() + retention_s))
+
+    def release(self, key: str, token: str) -> None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] == IN_FLIGHT and entry[1] == token:
+                del self._entries[key]
+
+    def ping(self) -> None:
+        """Memory is always there; present so both stores can be probed alike."""
+
+
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class RedisStore:
+    """Store shared by every instance: ``SET NX PX`` claims, compare-and-delete releases.
+
+    Values are ``in_flight:<token>`` or ``done``. Every call is bounded by the client's socket
+    timeouts so a slow Redis cannot push the reply past DingTalk's 1500 ms.
+    """
+
+    def __init__(self, client: Any, prefix: str = "dingtalk-fc:") -> None:
+        import redis  # only when Redis is configured
+
+        self._client = client
+        self._prefix = prefix
+        self._errors = (redis.RedisError, OSError)
+        self._release = client.register_script(_RELEASE_SCRIPT)
+        self._renew = client.register_script(_RENEW_SCRIPT)
+
+    @classmethod
+    def from_url(cls, url: str, timeout_ms: int, prefix: str = "dingtalk-fc:") -> "RedisStore":
+        import redis
+
+        timeout_s = timeout_ms / 1000.0
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry_on_timeout=False,
+            health_check_interval=30,
+        )
+        return cls(client, prefix)
+
+    def _call(self, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return operation(*args, **kwargs)
+        except self._errors as error:
+            raise StoreUnavailable(f"redis: {type(error).__name__}") from None
+
+    def claim(self, key: str, lease_s: float, token: Optional[str] = None) -> Claim:
+        name = self._prefix + key
+        lease_ms = max(1, int(lease_s * 1000))
+        if token and self._call(self._renew, keys=[name], args=[IN_FLIGHT + ":" + token, lease_ms]):
+            return Claim(CLAIMED, token)
+        new_token = token or _random_token()
+        value = IN_FLIGHT + ":" + new_token
+        for _attempt in range(3):
+            if self._call(self._client.set, name, value, nx=True, px=lease_ms):
+                return Claim(CLAIMED, new_token)
+            current = self._call(self._client.get, name)
+            if current is not None:
+                return Claim(DONE if current == b"done" else IN_FLIGHT, "")
+            # the key expired between SET and GET: try to claim it again
+        return Claim(IN_FLIGHT, "")
+
+    def complete(self, key: str, retention_s: float) -> None:
+        self._call(self._client.set, self._prefix + key, DONE, px=max(1, int(retention_s * 1000)))
+
+    def release(self, key: str, token: str) -> None:
+        self._call(self._release, keys=[self._prefix + key], args=[IN_FLIGHT + ":" + token])
+
+    def ping(self) -> None:
+        self._call(self._client.ping)
+
+
+def _random_token() -> str:
+    return os.urandom(12).hex()

@@ -1,0 +1,75 @@
+"""Every way a request can be refused: HTTP status, errcode and a short English errmsg.
+
+Cipher failures keep DingTalk's official 9000xx codes (see :mod:`dingtalk_crypto`); the codes
+this project adds start at 900100. The README's error table is generated from this module's
+``PROBLEMS``, so the two cannot drift apart.
+"""
+
+from typing import Dict, NamedTuple
+
+import dingtalk_crypto
+
+
+class Problem(NamedTuple):
+    status: int
+    errcode: int
+    errmsg: str
+
+
+METHOD_NOT_ALLOWED = Problem(405, 900100, "method not allowed")
+MISSING_SIGNATURE = Problem(400, 900101, "missing signature")
+MISSING_TIMESTAMP = Problem(400, 900102, "missing timestamp")
+MISSING_NONCE = Problem(400, 900103, "missing nonce")
+REPEATED_PARAMETER = Problem(400, 900104, "repeated query parameter")
+QUERY_TOO_LONG = Problem(414, 900105, "query string too long")
+INVALID_CONTENT_LENGTH = Problem(400, 900106, "invalid content-length")
+BODY_TOO_LARGE = Problem(413, 900107, "body too large")
+BODY_NOT_JSON = Problem(400, 900108, "body is not a JSON object")
+MISSING_ENCRYPT = Problem(400, 900109, "body has no encrypt string")
+BODY_NOT_UTF8 = Problem(400, 900114, "body is not UTF-8")
+JSON_TOO_DEEP = Problem(400, 900115, "JSON nested too deeply")
+INVALID_NONCE = Problem(400, 900003, "invalid nonce")
+INVALID_TIMESTAMP = Problem(400, 900002, "invalid timestamp")
+SIGNATURE_MISMATCH = Problem(403, 900005, "signature mismatch")
+STALE_TIMESTAMP = Problem(403, 900110, "timestamp outside tolerance")
+REPLAYED_REQUEST = Problem(403, 900111, "request already processed")
+PLAINTEXT_NOT_OBJECT = Problem(400, 900112, "plaintext is not a JSON object")
+MISSING_EVENT_TYPE = Problem(400, 900113, "plaintext has no string EventType")
+EVENT_IN_FLIGHT = Problem(409, 900120, "event already in progress")
+HANDLER_FAILED = Problem(500, 900130, "handler failed")
+HANDOFF_FAILED = Problem(503, 900131, "deferred hand-off failed")
+STORE_UNAVAILABLE = Problem(503, 900132, "deduplication store unavailable")
+MISCONFIGURED = Problem(500, 900140, "function misconfigured")
+INTERNAL_ERROR = Problem(500, 900199, "internal error")
+
+_CIPHER_MESSAGES = {
+    dingtalk_crypto.InvalidBase64Error: "encrypt is not valid base64",
+    dingtalk_crypto.InvalidCiphertextLengthError: "invalid ciphertext length",
+    dingtalk_crypto.InvalidPaddingError: "invalid padding",
+    dingtalk_crypto.LengthMismatchError: "decrypted length mismatch",
+    dingtalk_crypto.InvalidPlaintextError: "plaintext is not UTF-8",
+    dingtalk_crypto.OwnerKeyMismatchError: "owner key mismatch",
+}
+
+PROBLEMS = [value for value in list(globals().values()) if isinstance(value, Problem)] + [
+    Problem(400, error.code, message) for error, message in _CIPHER_MESSAGES.items()
+]
+
+
+class RequestRejected(Exception):
+    """Raised inside the pipeline to refuse a request; ``detail`` goes to the log only."""
+
+    def __init__(self, problem: Problem, detail: str = "", outcome: str = "rejected") -> None:
+        super().__init__(problem.errmsg)
+        self.problem = problem
+        self.detail = detail
+        self.outcome = outcome
+
+    @classmethod
+    def from_cipher_error(cls, error: dingtalk_crypto.DecryptionError) -> "RequestRejected":
+        message = _CIPHER_MESSAGES.get(type(error), "decryption failed")
+        return cls(Problem(400, error.code, message), detail=error.message)
+
+
+def error_body(problem: Problem) -> Dict[str, object]:
+    return {"errcode": problem.errcode, "errmsg": problem.errmsg}

@@ -1,0 +1,102 @@
+"""The decrypted event handed to handlers, its idempotency key and its loggable identifiers."""
+
+import hashlib
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+CHECK_URL = "check_url"
+
+# Record field -> the spellings DingTalk has used for it across event families and eras.
+IDENTIFIER_FIELDS = (
+    ("user_ids", ("userId", "UserId", "userIds", "UserIds")),
+    ("staff_id", ("staffId", "StaffId")),
+    ("operator_id", ("OptStaffId", "optStaffId", "operatorUserId")),
+    ("dept_ids", ("deptId", "DeptId", "deptIds")),
+    ("process_instance_id", ("processInstanceId",)),
+    ("process_code", ("processCode",)),
+    ("task_id", ("taskId",)),
+    ("chat_id", ("ChatId", "chatId", "openConversationId")),
+    ("label_ids", ("LabelIdList", "labelIdList")),
+    ("room_id", ("roomId", "RoomId")),
+    ("action_type", ("actionType",)),
+    ("change_type", ("type",)),
+    ("result", ("result",)),
+)
+MAX_LISTED_IDS = 50
+
+
+def event_key(data: Mapping[str, Any], plaintext: str) -> str:
+    """The idempotency key: ``eventId``, else ``BizId``, else a SHA-256 of the plaintext."""
+    for field in ("eventId", "BizId"):
+        value = data.get(field)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+            return str(value)
+    return "sha256:" + hashlib.sha256(plaintext.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _loggable(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [item for item in value[:MAX_LISTED_IDS] if isinstance(item, (str, int))]
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return value if not isinstance(value, str) else value[:128]
+    return None
+
+
+def extract_identifiers(data: Mapping[str, Any]) -> Dict[str, Any]:
+    """The identifiers worth a log line (ids, codes, result), never free text such as titles."""
+    found = {}  # type: Dict[str, Any]
+    for record_field, spellings in IDENTIFIER_FIELDS:
+        for spelling in spellings:
+            value = _loggable(data.get(spelling))
+            if value not in (None, [], ""):
+                found[record_field] = value
+                break
+    return found
+
+
+class Event:
+    """One decrypted DingTalk event. ``data`` is the plaintext JSON object as DingTalk sent it."""
+
+    __slots__ = ("_plaintext", "corp_id", "data", "key", "type")
+
+    def __init__(self, data: Dict[str, Any], plaintext: str, key: Optional[str] = None) -> None:
+        self.data = data
+        self.type = data["EventType"]  # type: str
+        self.key = key or event_key(data, plaintext)
+        corp_id = data.get("CorpId", data.get("corpId"))
+        self.corp_id = corp_id if isinstance(corp_id, str) else None  # type: Optional[str]
+        self._plaintext = plaintext
+
+    def __repr__(self) -> str:  # the plaintext stays out of reprs, and so out of tracebacks
+        return f"Event(type={self.type!r}, key={self.key!r})"
+
+    def get(self, field: str, default: Any = None) -> Any:
+        return self.data.get(field, default)
+
+    def first(self, *spellings: str, default: Any = None) -> Any:
+        """The value of the first spelling present, e.g. ``event.first("userId", "UserId")``."""
+        for spelling in spellings:
+            if spelling in self.data:
+                return self.data[spelling]
+        return default
+
+    @property
+    def plaintext(self) -> str:
+        return self._plaintext
+
+    @property
+    def identifiers(self) -> Dict[str, Any]:
+        return extract_identifiers(self.data)
+
+    @property
+    def user_ids(self) -> Sequence[str]:
+        ids = self.first("userId", "UserId", default=[])
+        return ids if isinstance(ids, list) else [ids]
+
+    @property
+    def dept_ids(self) -> Sequence[Any]:
+        ids = self.first("deptId", "DeptId", default=[])
+        return ids if isinstance(ids, list) else [ids]
+
+    def to_payload(self) -> Tuple[str, str]:
+        """What a deferred hand-off carries: the key and the plaintext."""
+        return self.key, self._plaintext

@@ -1,0 +1,66 @@
+"""FC 3.0 adapter: built-in runtimes deliver an HTTP trigger request as a JSON event."""
+
+import base64
+import binascii
+import json
+from typing import Any, Dict
+from urllib.parse import urlencode
+
+from . import errors
+from .errors import RequestRejected
+from .pipeline import CallbackRequest
+from .runtime import Runtime
+from .wsgi import request_id_of
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _body(event: Dict[str, Any], limit: int) -> bytes:
+    body = event.get("body") or ""
+    if not isinstance(body, str):
+        raise RequestRejected(errors.BODY_NOT_JSON)
+    if event.get("isBase64Encoded"):
+        if len(body) > (limit + 2) // 3 * 4 + 4:
+            raise RequestRejected(errors.BODY_TOO_LARGE)
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestRejected(errors.BODY_NOT_JSON) from None
+    else:
+        raw = body.encode("utf-8", "surrogatepass")
+    if len(raw) > limit:
+        raise RequestRejected(errors.BODY_TOO_LARGE, detail=f"{len(raw)} bytes")
+    return raw
+
+
+def _query(event: Dict[str, Any]) -> str:
+    parameters = event.get("queryParameters") or {}
+    if not isinstance(parameters, dict):
+        return ""
+    return urlencode([(str(name), str(value)) for name, value in parameters.items()])
+
+
+def serve(runtime: Runtime, event: Any, context: Any) -> Dict[str, Any]:
+    """Answer one FC 3.0 HTTP-trigger event through ``runtime``'s pipeline."""
+    request_id = request_id_of(context)
+    try:
+        parsed = json.loads(event)
+        if not isinstance(parsed, dict):
+            raise ValueError("event is not an object")
+        method = str(((parsed.get("requestContext") or {}).get("http") or {}).get("method", "GET")).upper()
+        body = _body(parsed, runtime.max_body_bytes) if method == "POST" else b""
+    except RequestRejected as rejection:
+        response = runtime.refuse(rejection, request_id)
+    except (ValueError, TypeError, AttributeError):
+        response = runtime.refuse(RequestRejected(errors.BODY_NOT_JSON, detail="malformed FC event"), request_id)
+    else:
+        response = runtime.handle(CallbackRequest(method, _query(parsed), body, request_id, context))
+    headers = dict(JSON_HEADERS)
+    if response.status == 405:
+        headers["Allow"] = "GET, POST"
+    return {
+        "statusCode": response.status,
+        "headers": headers,
+        "isBase64Encoded": False,
+        "body": response.body.decode("utf-8"),
+    }

@@ -1,0 +1,58 @@
+"""Handlers registered on EventType by decorator, with a catch-all."""
+
+from typing import Any, Callable, Mapping, NamedTuple, Optional
+
+from .events import CHECK_URL, Event
+
+Handler = Callable[[Event], Optional[Mapping[str, Any]]]
+
+
+class Route(NamedTuple):
+    handler: Handler
+    deferred: Optional[bool]  # None: follow the global default (DINGTALK_DEFER_ALL)
+    catch_all: bool
+
+
+class Router:
+    """Maps EventType to a handler.
+
+    A handler takes the :class:`Event` and may return a mapping of extra fields for the
+    event's log record. It runs once per event (see the README on idempotency); raising makes
+    the delivery fail so DingTalk records it as failed and the event can be delivered again.
+    """
+
+    def __init__(self) -> None:
+        self._routes = {}  # type: Dict[str, Route]
+        self._catch_all = None  # type: Optional[Route]
+
+    def on(self, *event_types: str, deferred: Optional[bool] = None) -> Callable[[Handler], Handler]:
+        """Register the decorated function for these event types.
+
+        ``deferred=True`` runs it on the worker function through FC asynchronous invocation,
+        so the callback replies before the handler finishes.
+        """
+        if not event_types:
+            raise ValueError("name at least one EventType")
+        if CHECK_URL in event_types:
+            raise ValueError("check_url is answered by the pipeline itself")
+
+        def register(handler: Handler) -> Handler:
+            for event_type in event_types:
+                if event_type in self._routes:
+                    raise ValueError(f"{event_type} already has a handler")
+                self._routes[event_type] = Route(handler, deferred, catch_all=False)
+            return handler
+
+        return register
+
+    def catch_all(self, handler: Handler) -> Handler:
+        """Register the handler for every EventType nobody else handles (outcome ``unhandled``)."""
+        self._catch_all = Route(handler, deferred=False, catch_all=True)
+        return handler
+
+    def route(self, event_type: str) -> Optional[Route]:
+        return self._routes.get(event_type, self._catch_all)
+
+    @property
+    def event_types(self):
+        return sorted(self._routes)

@@ -1,0 +1,113 @@
+"""One per process: the pipeline built once from the environment, shared by every adapter."""
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, Mapping, Optional
+
+from . import errors
+from .config import ConfigError, Settings, load_settings
+from .dedup import MemoryStore, RedisStore
+from .errors import RequestRejected
+from .pipeline import CallbackPipeline, CallbackRequest, CallbackResponse, Deferrer, refuse
+from .records import RecordWriter
+from .router import Router
+
+logger = logging.getLogger("dingtalk_fc")
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+
+class Runtime:
+    """Builds the pipeline on first use (or in FC's initializer) and remembers a config error.
+
+    A misconfigured function answers every request with 500 and a log line naming the
+    variable, rather than failing its initializer, which FC would retry on every invocation.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        environ: Optional[Mapping[str, str]] = None,
+        clock: Callable[[], float] = time.time,
+        records: Optional[RecordWriter] = None,
+    ) -> None:
+        self._router = router
+        self._environ = environ
+        self._clock = clock
+        self._records = records or RecordWriter()
+        self._local_worker = False
+        self._pipeline = None  # type: Optional[CallbackPipeline]
+        self._error = None  # type: Optional[ConfigError]
+        self._lock = threading.Lock()
+
+    def use_local_worker(self) -> None:
+        """Run deferred handlers in a thread of this process (``make run``), not on FC."""
+        self._local_worker = True
+
+    def start(self) -> None:
+        """Read and validate the configuration and build the pipeline; safe to call again."""
+        with self._lock:
+            if self._pipeline is not None or self._error is not None:
+                return
+            try:
+                self._pipeline = self._build(load_settings(self._environ or os.environ))
+            except ConfigError as error:
+                self._error = error
+                logger.error("configuration error: %s", error)
+
+    def _build(self, settings: Settings) -> CallbackPipeline:
+        if settings.dedup_redis_url:
+            store = RedisStore.from_url(settings.dedup_redis_url, settings.dedup_timeout_ms)
+        else:
+            store = MemoryStore(settings.dedup_memory_entries)
+        return CallbackPipeline(
+            settings, self._router, store, self._deferrer(settings), clock=self._clock, records=self._records
+        )
+
+    def _deferrer(self, settings: Settings) -> Optional[Deferrer]:
+        if self._local_worker:
+            from .deferral import ThreadDeferrer
+
+            return ThreadDeferrer(self.run_worker)
+        if settings.worker_function:
+            from .deferral import FcAsyncDeferrer
+
+            return FcAsyncDeferrer(settings.worker_function, settings.worker_service, settings.fc_endpoint)
+        return None
+
+    @property
+    def pipeline(self) -> CallbackPipeline:
+        """The pipeline; raises :class:`ConfigError` when the environment is invalid."""
+        if self._pipeline is None:
+            self.start()
+        if self._error is not None:
+            raise self._error
+        assert self._pipeline is not None
+        return self._pipeline
+
+    @property
+    def max_body_bytes(self) -> int:
+        if self._pipeline is None:
+            self.start()
+        pipeline = self._pipeline
+        return pipeline.max_body_bytes if pipeline is not None else DEFAULT_MAX_BODY_BYTES
+
+    def handle(self, request: CallbackRequest) -> CallbackResponse:
+        try:
+            pipeline = self.pipeline
+        except ConfigError as error:
+            return self.refuse(RequestRejected(errors.MISCONFIGURED, detail=str(error)), request.request_id)
+        return pipeline.handle(request)
+
+    def refuse(self, rejection: RequestRejected, request_id: str) -> CallbackResponse:
+        """Refuse a request before it reaches the pipeline (body too large, misconfiguration)."""
+        record = {"request_id": request_id}  # type: dict
+        response = refuse(rejection, record)
+        record["status"] = response.status
+        self._records.write(record)
+        return response
+
+    def run_worker(self, payload: bytes, request_id: str) -> Any:
+        return self.pipeline.run_deferred(payload, request_id)

@@ -1,0 +1,66 @@
+"""FC 2.0 adapter: PEP 3333 WSGI, as FC's ``python3`` runtime calls HTTP functions."""
+
+import re
+import uuid
+from http import HTTPStatus
+from typing import Any, Callable, Dict, Iterable, List, Tuple
+
+from . import errors
+from .errors import RequestRejected
+from .pipeline import CallbackRequest
+from .runtime import Runtime
+
+CONTENT_LENGTH_PATTERN = re.compile(r"[0-9]{1,18}\Z")
+JSON_HEADERS = [("Content-Type", "application/json")]
+ALLOW_HEADER = ("Allow", "GET, POST")
+
+StartResponse = Callable[[str, List[Tuple[str, str]]], Any]
+
+
+def request_id_of(context: Any) -> str:
+    """FC's request id from ``fc.context``; a fresh one where there is no context."""
+    request_id = getattr(context, "request_id", None)
+    return request_id if isinstance(request_id, str) and request_id else "local-" + uuid.uuid4().hex
+
+
+def read_body(environ: Dict[str, Any], limit: int) -> bytes:
+    """The request body, refused with 413 before reading when it exceeds ``limit`` bytes."""
+    raw_length = (environ.get("CONTENT_LENGTH") or "").strip()
+    stream = environ.get("wsgi.input")
+    if raw_length:
+        if not CONTENT_LENGTH_PATTERN.match(raw_length):
+            raise RequestRejected(errors.INVALID_CONTENT_LENGTH)
+        length = int(raw_length)
+        if length > limit:
+            raise RequestRejected(errors.BODY_TOO_LARGE, detail=f"{length} bytes")
+        body = stream.read(length) if length and stream is not None else b""
+        if len(body) != length:
+            raise RequestRejected(errors.INVALID_CONTENT_LENGTH, detail="body shorter than declared")
+        return body
+    if environ.get("wsgi.input_terminated") and stream is not None:  # chunked: read up to the limit
+        body = stream.read(limit + 1)
+        if len(body) > limit:
+            raise RequestRejected(errors.BODY_TOO_LARGE)
+        return body
+    return b""  # PEP 3333: no CONTENT_LENGTH means no body
+
+
+def status_line(status: int) -> str:
+    return f"{status} {HTTPStatus(status).phrase}"
+
+
+def serve(runtime: Runtime, environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Answer one WSGI request through ``runtime``'s pipeline."""
+    context = environ.get("fc.context")
+    request_id = request_id_of(context)
+    method = environ.get("REQUEST_METHOD", "GET").upper()
+    try:
+        body = read_body(environ, runtime.max_body_bytes) if method == "POST" else b""
+    except RequestRejected as rejection:
+        response = runtime.refuse(rejection, request_id)  # type: CallbackResponse
+    else:
+        query = environ.get("QUERY_STRING") or ""
+        response = runtime.handle(CallbackRequest(method, query, body, request_id, context))
+    headers = JSON_HEADERS if response.status != 405 else [*JSON_HEADERS, ALLOW_HEADER]
+    start_response(status_line(response.status), list(headers))
+    return [response.body]

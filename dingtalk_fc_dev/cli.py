@@ -1,0 +1,186 @@
+"""``python -m dingtalk_fc_dev``: send DingTalk-style deliveries to a callback URL.
+
+Keys come from DINGTALK_TOKEN, DINGTALK_AES_KEY and DINGTALK_APP_KEY, or the demo keys of
+``make run`` when none is set. Exit status: 0 when every reply is DingTalk's encrypted
+``success`` in time, 1 when a reply is wrong, 2 for usage errors and unreachable URLs.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import uuid
+from typing import Any, Dict, List, Optional, TextIO
+from urllib.parse import parse_qsl
+
+from dingtalk_crypto import DingTalkCryptoError
+
+from . import catalog
+from .demo import credentials_from
+from .testkit import DEADLINE_MS, Delivery, DingTalkSender, ReplyError
+
+DEFAULT_URL = "http://127.0.0.1:9000/"
+EXIT_OK, EXIT_BAD_REPLY, EXIT_UNREACHABLE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A failure reported as one line on stderr with exit status 2."""
+
+
+def _sender() -> DingTalkSender:
+    try:
+        return DingTalkSender.from_environment(credentials_from(os.environ))
+    except ValueError as error:
+        raise CliError(f"invalid DINGTALK_* configuration: {error}") from None
+
+
+def _parse_assignment(text: str) -> Any:
+    name, separator, raw = text.partition("=")
+    if not separator or not name:
+        raise CliError(f"--set expects key=value, got {text!r}")
+    try:
+        return name, json.loads(raw)
+    except ValueError:
+        return name, raw
+
+
+def _fresh_ids(plaintext: Dict[str, Any]) -> None:
+    """New ids so that a repeated trigger is a new event, not a de-duplicated one."""
+    if "eventId" in plaintext:
+        plaintext["eventId"] = uuid.uuid4().hex
+    if "BizId" in plaintext:
+        plaintext["BizId"] = str(int(time.time() * 1000)) + uuid.uuid4().hex[:6]
+    if "TimeStamp" in plaintext:
+        plaintext["TimeStamp"] = str(int(time.time() * 1000))
+
+
+def _send(sender: DingTalkSender, url: str, delivery: Delivery, out: TextIO, label: str) -> int:
+    try:
+        result = sender.post(url, delivery)  # type: PostResult
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise CliError(f"cannot reach {url}: {reason}") from None
+    try:
+        message = sender.check_reply(result.status, result.body)
+    except ReplyError as error:
+        print(f"FAIL {label}: {error} ({result.latency_ms:.1f} ms)", file=out)
+        return EXIT_BAD_REPLY
+    if message != "success":
+        print(f"FAIL {label}: reply decrypts to {message[:40]!r}, not 'success'", file=out)
+        return EXIT_BAD_REPLY
+    print(f"OK   {label}: HTTP {result.status}, encrypted success, {result.latency_ms:.1f} ms", file=out)
+    if result.latency_ms > DEADLINE_MS:
+        print(f"WARN {label}: {result.latency_ms:.0f} ms is over DingTalk's {DEADLINE_MS} ms deadline", file=out)
+    return EXIT_OK
+
+
+def cmd_trigger(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        plaintext = catalog.sample(args.event_type, "legacy" if args.legacy else "current")
+    except KeyError as error:
+        raise CliError(error.args[0]) from None
+    if not args.keep_ids:
+        _fresh_ids(plaintext)
+    plaintext.update(_parse_assignment(item) for item in args.set)
+    sender = _sender()
+    return _send(sender, args.url, sender.build(plaintext), out, args.event_type)
+
+
+def cmd_check_url(args: argparse.Namespace, out: TextIO) -> int:
+    sender = _sender()
+    return _send(sender, args.url, sender.build({"EventType": "check_url"}), out, "check_url")
+
+
+def _read(value: str) -> str:
+    if value.startswith("@"):
+        with open(value[1:], encoding="utf-8") as source:
+            return source.read()
+    return value
+
+
+def cmd_decrypt(args: argparse.Namespace, out: TextIO) -> int:
+    query = _read(args.query).strip().lstrip("?")
+    params = dict(parse_qsl(query.split("?", 1)[-1], keep_blank_values=True))
+    try:
+        encrypt = json.loads(_read(args.body))["encrypt"]
+    except (ValueError, KeyError, TypeError):
+        raise CliError('the body must be JSON like {"encrypt": "..."}') from None
+    signature = params.get("msg_signature") or params.get("signature") or ""
+    timestamp = params.get("timestamp") or params.get("timeStamp") or ""
+    sender = _sender()
+    if not sender.crypto.is_valid_signature(signature, timestamp, params.get("nonce", ""), encrypt):
+        print("FAIL signature does not verify with the configured DINGTALK_TOKEN", file=out)
+        return EXIT_BAD_REPLY
+    try:
+        print(sender.crypto.decrypt(encrypt), file=out)
+    except DingTalkCryptoError as error:
+        print(f"FAIL signature verifies but decryption fails ({error.code}): {error}", file=out)
+        return EXIT_BAD_REPLY
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
+    """Each line of FILE: {"query": "<query string>", "body": "<raw JSON body>"}."""
+    sender = _sender()
+    worst = EXIT_OK
+    with open(args.file, encoding="utf-8") as source:
+        for number, line in enumerate(source, 1):
+            if not line.strip():
+                continue
+            try:
+                captured = json.loads(line)
+                delivery = Delivery(captured["query"], captured["body"].encode("utf-8"), {})
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise CliError(f"{args.file}:{number}: expected {{'query': ..., 'body': ...}}") from None
+            worst = max(worst, _send(sender, args.url, delivery, out, f"{args.file}:{number}"))
+    return worst
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dingtalk_fc_dev", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    trigger = commands.add_parser("trigger", help="send a catalog event, encrypted and signed")
+    trigger.add_argument("event_type", help="an EventType from the catalog, e.g. user_add_org")
+    trigger.add_argument("--url", default=DEFAULT_URL)
+    trigger.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (JSON)")
+    trigger.add_argument("--legacy", action="store_true", help="the older field spelling (UserId, TimeStamp)")
+    trigger.add_argument("--keep-ids", action="store_true", help="keep the catalog's eventId/BizId")
+    trigger.set_defaults(run=cmd_trigger)
+
+    check_url = commands.add_parser("check-url", help="what DingTalk does when the URL is saved")
+    check_url.add_argument("url")
+    check_url.set_defaults(run=cmd_check_url)
+
+    decrypt = commands.add_parser("decrypt", help="verify and decrypt a captured delivery")
+    decrypt.add_argument("--query", required=True, help="the query string (or @FILE)")
+    decrypt.add_argument("--body", required=True, help="the JSON body (or @FILE)")
+    decrypt.set_defaults(run=cmd_decrypt)
+
+    replay = commands.add_parser("replay", help="send captured deliveries again (JSON lines)")
+    replay.add_argument("file")
+    replay.add_argument("--url", default=DEFAULT_URL)
+    replay.set_defaults(run=cmd_replay)
+
+    commands.add_parser("events", help="list the catalog's event types").set_defaults(run=cmd_events)
+    return parser
+
+
+def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
+    for event_type in catalog.event_types():
+        print(event_type, file=out)
+    return EXIT_OK
+
+
+def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args, out)
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except OSError as error:
+        print(f"error: {error.strerror or error}: {getattr(error, 'filename', '')}", file=sys.stderr)
+        return EXIT_UNREACHABLE

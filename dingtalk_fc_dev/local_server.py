@@ -1,0 +1,93 @@
+"""``make run``: serve ``index.handler`` over HTTP on 127.0.0.1, as FC would call it.
+
+Each request gets an FC-like environ (``fc.context`` with a fresh request id, placeholder
+credentials, ``fc.request_uri``). Credentials come from the DINGTALK_* environment variables,
+or else the embedded demo ones, which it prints. Deferred handlers run in a thread of this
+process, standing in for the worker function. Ctrl-C stops it.
+"""
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import uuid
+from socketserver import ThreadingMixIn
+from typing import Any, Dict, Iterable, List, Optional
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from .demo import DEMO_ENVIRONMENT, credentials_from
+from .testkit import FakeFcContext
+
+DEFAULT_PORT = 9000
+
+
+class ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class QuietHandler(WSGIRequestHandler):
+    """No access log: the function writes its own record per request (query strings stay out)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def fc_app(handler: Any) -> Any:
+    """Wrap an FC WSGI handler so each request carries an FC-like ``fc.context``."""
+
+    def app(environ: Dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        environ["fc.context"] = FakeFcContext(request_id=str(uuid.uuid4()))
+        query = environ.get("QUERY_STRING")
+        environ["fc.request_uri"] = environ.get("PATH_INFO", "/") + ("?" + query if query else "")
+        return handler(environ, start_response)
+
+    return app
+
+
+def _stop_on_sigterm() -> None:
+    def raise_interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, raise_interrupt)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or DEFAULT_PORT))
+    args = parser.parse_args(argv)
+
+    credentials = credentials_from(os.environ)
+    os.environ.update(credentials)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+
+    import index  # after the environment is complete: the function reads it once
+
+    index.runtime.use_local_worker()
+    index.initializer(FakeFcContext(request_id="initializer"))
+    server = make_server(args.host, args.port, fc_app(index.handler), ThreadingServer, QuietHandler)
+    url = f"http://{args.host}:{server.server_address[1]}/"
+    if credentials == DEMO_ENVIRONMENT:
+        print("using the embedded demo credentials (set DINGTALK_* to use your own):", file=sys.stderr)
+        for name, value in credentials.items():
+            print(f"  {name}={value}", file=sys.stderr)
+    else:
+        print("using DINGTALK_TOKEN, DINGTALK_AES_KEY and DINGTALK_APP_KEY from the environment", file=sys.stderr)
+    print("listening on " + url, file=sys.stderr)
+    print("try it:  .venv/bin/python -m dingtalk_fc_dev check-url " + url, file=sys.stderr)
+    print("         .venv/bin/python -m dingtalk_fc_dev trigger user_add_org --url " + url, file=sys.stderr)
+    sys.stderr.flush()
+    _stop_on_sigterm()
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Function Compute entrypoints. The handlers themselves live in ``handlers.py``.
+
+* ``handler(environ, start_response)``: FC 2.0 HTTP function (WSGI), ``Handler: index.handler``;
+* ``initializer(context)``: reads and validates the configuration once per instance;
+* ``worker(event, context)``: the worker function that runs deferred handlers;
+* ``fc3_handler(event, context)``: FC 3.0 built-in runtimes' HTTP trigger.
+"""
+
+from typing import Any, Dict, Iterable
+
+from dingtalk_fc import fc3, wsgi
+from dingtalk_fc.runtime import Runtime
+from handlers import router
+
+runtime = Runtime(router)
+
+
+def initializer(context: Any) -> None:
+    runtime.start()
+
+
+def handler(environ: Dict[str, Any], start_response: wsgi.StartResponse) -> Iterable[bytes]:
+    return wsgi.serve(runtime, environ, start_response)
+
+
+def worker(event: bytes, context: Any) -> str:
+    return runtime.run_worker(event, wsgi.request_id_of(context))
+
+
+def fc3_handler(event: bytes, context: Any) -> Dict[str, Any]:
+    return fc3.serve(runtime, event, context)
