@@ -34,7 +34,7 @@ lint: $(VENV_STAMP)
 
 # Deployed code must run on FC's python3 runtime, Python 3.6.
 check-py36: $(VENV_STAMP)
-	$(PY) -m vermin --target=3.6- --violations --eval-annotations --no-tips --backport typing $(DEPLOYED)
+	$(VENV)/bin/vermin --target=3.6- --violations --eval-annotations --no-tips --backport typing $(DEPLOYED)
 
 pytest: $(VENV_STAMP) $(NODE_STAMP) redis-server
 	$(PY) -m pytest

@@ -1,0 +1,163 @@
+"""What gets deployed: template.yml under the real `fun validate`, the Python 3.6 floor, and
+the code package built without Docker, imported by real 3.6 and 3.10 interpreters."""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import ROOT
+
+FUN = os.path.join(ROOT, "node_modules", ".bin", "fun")
+DEPLOYED = ["index.py", "handlers.py", "dingtalk_crypto.py", "dingtalk_fc"]
+
+
+TEMPLATE = os.path.join(ROOT, "template.yml")
+VERMIN = os.path.join(os.path.dirname(sys.executable), "vermin")
+
+
+def load_template(path=TEMPLATE):
+    with open(path, encoding="utf-8") as source:
+        return yaml.safe_load(source)
+
+
+def fun_validate(path):
+    return subprocess.run([FUN, "validate", "-t", path], capture_output=True, text=True, timeout=120)
+
+
+def test_template_passes_fun_validate():
+    result = fun_validate(os.path.join(ROOT, "template.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("mutate", "complaint"),
+    [
+        (
+            lambda t: t["Resources"]["dingtalk-callback"]["callback"]["Properties"].update(Runtime="python3.10"),
+            "Runtime",
+        ),
+        (lambda t: t["Resources"]["dingtalk-callback"]["callback"]["Properties"].pop("Handler"), "Handler"),
+        (lambda t: t["Resources"]["dingtalk-callback"]["Properties"]["LogConfig"].update(LogStore="x"), "LogStore"),
+    ],
+    ids=["python3.10 runtime", "no handler", "LogStore spelling"],
+)
+def test_fun_validate_catches_a_broken_template(tmp_path, mutate, complaint):
+    template = load_template()
+    mutate(template)
+    broken = tmp_path / "template.yml"
+    broken.write_text(yaml.safe_dump(template))
+    result = fun_validate(str(broken))
+    assert result.returncode != 0
+    assert complaint in result.stdout + result.stderr
+
+
+def test_template_declares_the_function_the_product_needs():
+    resources = load_template()["Resources"]
+    service = resources["dingtalk-callback"]
+    assert set(service["Properties"]["LogConfig"]) == {"Project", "Logstore"}
+    callback = service["callback"]["Properties"]
+    assert callback["Handler"] == "index.handler"
+    assert callback["Initializer"] == "index.initializer"
+    assert callback["Runtime"] == "python3"
+    assert {"DINGTALK_TOKEN", "DINGTALK_AES_KEY", "DINGTALK_APP_KEY"} <= set(callback["EnvironmentVariables"])
+    trigger = service["callback"]["Events"]["http-trigger"]
+    assert trigger["Type"] == "HTTP"
+    assert trigger["Properties"] == {"AuthType": "ANONYMOUS", "Methods": ["GET", "POST"]}
+    worker = service["worker"]["Properties"]
+    assert worker["Handler"] == "index.worker"
+    assert worker["AsyncConfiguration"]["StatefulInvocation"] is True
+    assert worker["AsyncConfiguration"]["MaxAsyncRetryAttempts"] >= 1
+    assert "OnFailure" in worker["AsyncConfiguration"]["Destination"]
+    domains = [r for r in resources.values() if r["Type"] == "Aliyun::Serverless::CustomDomain"]
+    routes = domains[0]["Properties"]["RouteConfig"]["Routes"]
+    assert list(routes.values()) == [{"ServiceName": "dingtalk-callback", "FunctionName": "callback"}]
+    assert callback["CodeUri"] == worker["CodeUri"] == "./build/python3"
+
+
+def vermin(*paths):
+    """The Python 3.6 floor check that `make test` runs too (see the Makefile's check-py36)."""
+    command = [VERMIN, "--target=3.6-", "--violations", "--eval-annotations", "--no-tips", "--backport", "typing"]
+    return subprocess.run([*command, *paths], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_deployed_code_needs_nothing_newer_than_python_36():
+    result = vermin(*DEPLOYED)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_vermin_would_catch_newer_syntax(tmp_path):
+    sample = tmp_path / "newer.py"
+    sample.write_text("if (n := 3):\n    print(f'{n=}')\n")
+    assert vermin(str(sample)).returncode != 0
+
+
+def interpreter(version):
+    """A real CPython of that version: on PATH, or pyenv's (the machine image ships 3.6 to 3.13)."""
+    candidates = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python{version}")))
+    candidates.append(shutil.which(f"python{version}"))  # may be a pyenv shim: checked below
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True)
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module", params=["python3", "python3.10"])
+def package(request, tmp_path_factory):
+    output = tmp_path_factory.mktemp("package") / request.param
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "package.py"),
+            "--runtime",
+            request.param,
+            "--output",
+            str(output),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return request.param, str(output)
+
+
+def test_package_holds_the_function_and_nothing_else(package):
+    _runtime, path = package
+    names = set(os.listdir(path))
+    assert {"index.py", "handlers.py", "dingtalk_crypto.py", "dingtalk_fc", "Crypto", "redis", "fc2"} <= names
+    assert not names & {"tests", "tools", "dingtalk_fc_dev", "node_modules", "template.yml", "README.md"}
+    assert not glob.glob(os.path.join(path, "**", "test_*.py"), recursive=False)
+    aes = glob.glob(os.path.join(path, "Crypto", "Cipher", "_raw_aes*.so"))
+    assert aes, "pycryptodome's compiled AES module"
+    assert all(name.endswith(".abi3.so") for name in aes), aes  # cp36-abi3: loads on 3.6 and later
+    with open(glob.glob(os.path.join(path, "pycryptodome-*.dist-info", "WHEEL"))[0]) as wheel:
+        wheel_tags = wheel.read()
+    assert "manylinux" in wheel_tags
+    assert "x86_64" in wheel_tags
+
+
+@pytest.mark.parametrize("with_redis", [False, True], ids=["memory store", "redis store"])
+def test_package_answers_under_its_runtime_python(package, redis_url, with_redis):
+    runtime, path = package
+    version = {"python3": "3.6", "python3.10": "3.10"}[runtime]
+    python = interpreter(version)
+    if python is None:
+        pytest.skip(f"no Python {version} interpreter on this machine")
+    smoke = os.path.join(ROOT, "tests", "smoke_deployed.py")
+    code = f"import sys; sys.path[:0] = [{path!r}]; sys.argv = ['smoke'] + sys.argv[1:]; exec(open({smoke!r}).read())"
+    args = [python, "-S", "-c", code] + ([redis_url] if with_redis else [])
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd="/")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.split("SMOKE ", 1)[1])
+    assert summary["python"] == version
+    assert summary["crypto_module"] == path
+    for delivery in ("check_url", "event", "duplicate"):
+        assert summary[delivery] == {"status": "200 OK", "signature_ok": True, "message": "success"}
+    assert summary["redis_loaded"] is with_redis
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["outcome"] for r in records] == ["handled", "handled", "duplicate"]

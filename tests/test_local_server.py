@@ -1,0 +1,85 @@
+"""End to end over real HTTP on loopback: `make run`'s server and a DingTalk-side client."""
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from conftest import ROOT, TEST_ENV, with_canary
+
+from dingtalk_fc_dev.testkit import DingTalkSender, ReplyError
+
+SENDER = DingTalkSender(*TEST_ENV.values())
+
+
+def test_check_url_and_events_over_http(start_server):
+    server = start_server()
+    result = SENDER.post(server.url, SENDER.build({"EventType": "check_url"}))
+    assert SENDER.check_reply(result.status, result.body) == "success"
+    reply = json.loads(result.body)
+    assert len(reply["timeStamp"]) == 13
+    event = with_canary({"EventType": "user_leave_org", "eventId": "http-1", "userId": ["u9"], "CorpId": "dingc"})
+    result = SENDER.post(server.url, SENDER.build(event))
+    assert SENDER.check_reply(result.status, result.body) == "success"
+    records = server.records()
+    assert [r["event_type"] for r in records] == ["check_url", "user_leave_org"]
+    assert records[1]["user_ids"] == ["u9"]
+    assert records[1]["outcome"] == "handled"
+    request_ids = {r["request_id"] for r in records}
+    assert len(request_ids) == 2  # a fresh FC-like request id per request
+
+
+def test_reply_with_the_wrong_owner_key_is_caught_by_the_client(start_server):
+    server = start_server()
+    other = DingTalkSender(TEST_ENV["DINGTALK_TOKEN"], TEST_ENV["DINGTALK_AES_KEY"], "dingwrongowner000001")
+    result = SENDER.post(server.url, SENDER.build({"EventType": "check_url"}))
+    with pytest.raises(ReplyError, match="does not decrypt"):
+        other.check_reply(result.status, result.body)
+
+
+def test_get_is_a_health_check_and_errors_are_json(start_server):
+    server = start_server()
+    with urllib.request.urlopen(server.url, timeout=10) as response:
+        assert response.status == 200
+        assert json.loads(response.read())["status"] == "ok"
+    result = SENDER.post(server.url + "?nonce=x", SENDER.build({"EventType": "check_url"})._replace(query=""))
+    assert result.status == 400
+    assert json.loads(result.body)["errcode"] == 900101
+
+
+def test_ctrl_c_stops_the_server_cleanly(start_server):
+    server = start_server()
+    assert server.stop() == 0
+    assert "stopped" in server.stderr
+    assert "Traceback" not in server.stderr
+
+
+def test_demo_credentials_are_printed_with_a_ready_command(tmp_path):
+    """With no DINGTALK_* set, `make run` uses and prints the demo keys, and its command works."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DINGTALK_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dingtalk_fc_dev.local_server", "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        banner = []
+        while not any(line.startswith("         ") for line in banner):
+            banner.append(process.stderr.readline())
+        text = "".join(banner)
+        assert "DINGTALK_TOKEN=mryue" in text
+        command = next(line for line in banner if "check-url" in line).split("try it:", 1)[1].split()
+        assert command[0] == ".venv/bin/python"
+        result = subprocess.run(
+            [sys.executable, *command[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "OK   check_url" in result.stdout
+    finally:
+        process.terminate()
+        process.wait(10)
