@@ -318,6 +318,8 @@ class CallbackPipeline:
 
     def _claim(self, key: str, record: Dict[str, Any], token: Optional[str] = None) -> Optional[Claim]:
         """The claim, or None when the store is down and the policy is to fail open."""
+        if record.get("outcome") == "dedup_unavailable":  # already failed once for this request
+            return None
         try:
             return self._store.claim(key, self._settings.dedup_in_flight_s, token)
         except StoreUnavailable as error:
