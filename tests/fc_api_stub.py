@@ -1,0 +1,131 @@
+"""A local HTTP server that speaks Function Compute's invoke API (2016-08-15), for the real
+``fc2.Client`` to talk to. It checks what FC checks for an asynchronous invocation and runs the
+payload through a worker callable, with FC's asynchronous retry policy."""
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Dict, List, Optional
+
+INVOKE_PATH = re.compile(r"^/2016-08-15/services/(?P<service>[^/]+)/functions/(?P<function>[^/]+)/invocations$")
+
+
+def fc_signature(secret: str, method: str, path: str, headers: Dict[str, str]) -> str:
+    """FC's request signature: HMAC-SHA256 over method, MD5, type, date, x-fc-* headers, path."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    canonical = "".join(f"{name}:{lowered[name]}\n" for name in sorted(lowered) if name.startswith("x-fc-"))
+    string_to_sign = "\n".join(
+        [
+            method,
+            lowered.get("content-md5", ""),
+            lowered.get("content-type", ""),
+            lowered.get("date", ""),
+            canonical + path,
+        ]
+    )
+    digest = hmac.new(secret.encode(), string_to_sign.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+class FcApiStub:
+    """``credentials`` maps access key id to (secret, security token)."""
+
+    def __init__(self, worker: Callable[[bytes, str], Any], credentials: Dict[str, tuple], retries: int = 3) -> None:
+        self.worker = worker
+        self.credentials = credentials
+        self.retries = retries
+        self.task_ids = set()  # type: set
+        self.invocations = []  # type: List[Dict[str, Any]]
+        self.worker_runs = []  # type: List[Dict[str, Any]]
+        self.fail_next = 0  # answer this many requests with 500, as FC might
+        self.lock = threading.Lock()
+        self.threads = []  # type: List[threading.Thread]
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, answer = stub.invoke(self.command, self.path, dict(self.headers.items()), body)
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("x-fc-request-id", "stub-" + str(len(stub.invocations)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def invoke(self, method: str, path: str, headers: Dict[str, str], body: bytes) -> tuple:
+        lowered = {name.lower(): value for name, value in headers.items()}
+        match = INVOKE_PATH.match(path)
+        record = {"path": path, "headers": lowered, "body": body}
+        with self.lock:
+            self.invocations.append(record)
+            if self.fail_next:
+                self.fail_next -= 1
+                return 500, {"ErrorCode": "InternalServerError", "ErrorMessage": "stub failure"}
+        if method != "POST" or not match:
+            return 404, {"ErrorCode": "PathNotSupported"}
+        authorization = lowered.get("authorization", "")
+        key_id, _, signature = authorization[len("FC ") :].partition(":")
+        secret, token = self.credentials.get(key_id, (None, None))
+        if not authorization.startswith("FC ") or secret is None:
+            return 403, {"ErrorCode": "InvalidAccessKeyId"}
+        if lowered.get("x-fc-security-token") != token:
+            return 403, {"ErrorCode": "InvalidSecurityToken"}
+        if not hmac.compare_digest(signature, fc_signature(secret, method, path, headers)):
+            return 403, {"ErrorCode": "SignatureNotMatch"}
+        if lowered.get("x-fc-invocation-type") != "Async":
+            return 400, {"ErrorCode": "InvalidArgument", "ErrorMessage": "expected an asynchronous invocation"}
+        task_id = lowered.get("x-fc-stateful-async-invocation-id")
+        if not task_id:
+            return 400, {"ErrorCode": "InvalidArgument", "ErrorMessage": "no stateful invocation id"}
+        if len(body) > 128 * 1024:
+            return 413, {"ErrorCode": "PayloadTooLarge"}
+        with self.lock:
+            if task_id in self.task_ids:
+                return 409, {"ErrorCode": "ResourceExists", "ErrorMessage": "invocation id exists"}
+            self.task_ids.add(task_id)
+        record["service"], record["function"], record["task_id"] = match["service"], match["function"], task_id
+        thread = threading.Thread(target=self._run, args=(body, task_id), daemon=True)
+        self.threads.append(thread)
+        thread.start()
+        return 202, {}
+
+    def _run(self, payload: bytes, task_id: str) -> None:
+        """FC's async policy: the first attempt, then up to ``retries`` more on failure."""
+        for attempt in range(1 + self.retries):
+            try:
+                outcome = self.worker(payload, f"{task_id}-attempt-{attempt}")
+            except Exception as error:
+                self.worker_runs.append({"task_id": task_id, "attempt": attempt, "error": type(error).__name__})
+                time.sleep(0.05)
+                continue
+            self.worker_runs.append({"task_id": task_id, "attempt": attempt, "outcome": outcome})
+            return
+
+    def wait(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for thread in list(self.threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def accepted(self) -> List[Dict[str, Any]]:
+        return [i for i in self.invocations if "task_id" in i]
+
+    def invocation_for(self, task_id: str) -> Optional[Dict[str, Any]]:
+        return next((i for i in self.invocations if i.get("task_id") == task_id), None)

@@ -1,0 +1,199 @@
+"""Deferred handlers end to end: the real fc2.Client hands the event to a local FC invoke API,
+which runs the worker; DingTalk's reply comes back before the slow handler finishes."""
+
+import json
+import threading
+import time
+
+import pytest
+from conftest import TEST_ENV
+from fc_api_stub import FcApiStub
+
+from dingtalk_fc import Router
+from dingtalk_fc.pipeline import task_id_for
+from dingtalk_fc_dev.testkit import FakeFcContext
+
+EVENT = {"EventType": "bpms_instance_change", "eventId": "slow-1", "processInstanceId": "pi-1", "result": "agree"}
+CONTEXT = FakeFcContext()
+CREDENTIALS = {
+    CONTEXT.credentials.access_key_id: (CONTEXT.credentials.access_key_secret, CONTEXT.credentials.security_token)
+}
+
+
+class SlowHandler:
+    def __init__(self, seconds=0.0, failures=0):
+        self.seconds, self.failures = seconds, failures
+        self.started, self.finished = [], []
+        self.lock = threading.Lock()
+
+    def __call__(self, event):
+        with self.lock:
+            self.started.append(event.key)
+            attempt = len(self.started)
+        time.sleep(self.seconds)
+        if attempt <= self.failures:
+            raise RuntimeError("approval back end timed out")
+        self.finished.append(event.key)
+        return {"synced": True}
+
+
+@pytest.fixture
+def deferred(make_harness):
+    """A callback function whose approval handler is deferred, wired to a local FC API."""
+    stubs = []
+
+    def make(handler, **environ):
+        router = Router()
+        router.on("bpms_instance_change", deferred=True)(handler)
+        router.on("user_add_org")(lambda event: None)
+        harness_box = {}
+        stub = FcApiStub(lambda payload, rid: harness_box["h"].runtime.run_worker(payload, rid), CREDENTIALS)
+        stubs.append(stub)
+        harness = make_harness(router, DINGTALK_WORKER_FUNCTION="worker", DINGTALK_FC_ENDPOINT=stub.endpoint, **environ)
+        harness_box["h"] = harness
+        return harness, stub
+
+    yield make
+    for stub in stubs:
+        stub.wait()
+        stub.close()
+
+
+def test_slow_handler_is_deferred_and_runs_exactly_once(deferred):
+    handler = SlowHandler(seconds=5)
+    harness, stub = deferred(handler)
+    started = time.perf_counter()
+    reply = harness.send(EVENT)
+    reply_ms = (time.perf_counter() - started) * 1000
+    assert harness.sender.check_reply(reply.status, reply.body) == "success"
+    assert handler.finished == []  # DingTalk has its answer while the handler still works
+    assert harness.last_record["outcome"] == "deferred"
+    redelivery = harness.send(EVENT)  # DingTalk re-pushes while the worker runs
+    assert redelivery.status == 409
+    stub.wait()
+    assert handler.finished == ["slow-1"]
+    assert len(handler.started) == 1
+    invocation = stub.accepted()[0]
+    assert invocation["service"] == "dingtalk"
+    assert invocation["function"] == "worker"
+    assert invocation["headers"]["x-fc-invocation-type"] == "Async"
+    assert invocation["task_id"] == task_id_for(TEST_ENV["DINGTALK_APP_KEY"] + ":slow-1")
+    payload = json.loads(invocation["body"])
+    assert "processInstanceId" not in invocation["body"].decode()  # the hand-off carries ciphertext only
+    assert payload["key"] == "slow-1"
+    worker_record = next(r for r in harness.records if r.get("stage") == "worker")
+    assert worker_record["outcome"] == "handled"
+    assert worker_record["synced"] is True
+    assert worker_record["process_instance_id"] == "pi-1"
+    after = harness.send(EVENT)
+    assert harness.sender.check_reply(after.status, after.body) == "success"
+    assert harness.last_record["outcome"] == "duplicate"
+    assert len(handler.started) == 1
+    print(f"\ndeferred: reply in {reply_ms:.1f} ms while a 5 s handler ran on the worker")
+
+
+def test_fc_refuses_a_second_hand_off_of_the_same_event(deferred):
+    handler = SlowHandler()
+    harness, stub = deferred(handler)
+    assert harness.send(EVENT).status == 200
+    stub.wait()
+    # a second instance with its own memory store hands the same event off again: FC says 409
+    harness.runtime.pipeline._store = type(harness.runtime.pipeline._store)()
+    reply = harness.send(EVENT)
+    assert harness.sender.check_reply(reply.status, reply.body) == "success"
+    assert harness.last_record["outcome"] == "deferred"
+    assert len(stub.invocations) == 2
+    assert len(stub.accepted()) == 1
+    stub.wait()
+    assert handler.started == ["slow-1"]
+
+
+def test_failed_hand_off_is_not_success_and_releases_the_claim(deferred):
+    handler = SlowHandler()
+    harness, stub = deferred(handler)
+    stub.fail_next = 1
+    reply = harness.send(EVENT)
+    assert reply.status == 503
+    assert reply.json == {"errcode": 900131, "errmsg": "deferred hand-off failed"}
+    assert harness.last_record["outcome"] == "failed"
+    retried = harness.send(EVENT)
+    assert harness.sender.check_reply(retried.status, retried.body) == "success"
+    stub.wait()
+    assert handler.finished == ["slow-1"]
+
+
+def test_unreachable_fc_fails_fast(deferred):
+    harness, stub = deferred(SlowHandler())
+    stub.close()
+    started = time.monotonic()
+    reply = harness.send(EVENT)
+    assert reply.status == 503
+    assert time.monotonic() - started < 1.5  # one bounded attempt, no back-off
+
+
+def test_worker_failure_is_retried_by_the_async_policy(deferred):
+    handler = SlowHandler(failures=2)
+    harness, stub = deferred(handler)
+    assert harness.send(EVENT).status == 200
+    stub.wait()
+    assert len(handler.started) == 3
+    assert handler.finished == ["slow-1"]
+    assert [run.get("error") or run["outcome"] for run in stub.worker_runs] == [
+        "RequestRejected",
+        "RequestRejected",
+        "handled",
+    ]
+    worker_outcomes = [r["outcome"] for r in harness.records if r.get("stage") == "worker"]
+    assert worker_outcomes == ["failed", "failed", "handled"]
+
+
+def test_defer_all_sends_every_event_but_check_url_to_the_worker(deferred):
+    harness, stub = deferred(SlowHandler(), DINGTALK_DEFER_ALL="1")
+    assert harness.send({"EventType": "user_add_org", "eventId": "all-1"}).status == 200
+    assert harness.send({"EventType": "check_url"}).status == 200
+    stub.wait()
+    assert len(stub.accepted()) == 1
+    outcomes = sorted(r["outcome"] for r in harness.records if r.get("event_type") == "user_add_org")
+    assert outcomes == ["deferred", "handled"]  # the worker's record may be written first
+
+
+def test_deferred_without_a_worker_is_a_failed_hand_off(make_harness):
+    router = Router()
+    router.on("bpms_instance_change", deferred=True)(lambda event: None)
+    harness = make_harness(router)
+    assert harness.send(EVENT).status == 503
+
+
+def test_index_worker_runs_a_hand_off_payload(deferred, monkeypatch):
+    import index
+
+    handler = SlowHandler()
+    harness, _stub = deferred(handler)
+    payload = json.dumps(
+        {
+            "key": "direct-1",
+            "token": "",
+            "encrypt": harness.sender.crypto.encrypt(
+                json.dumps({"EventType": "bpms_instance_change", "eventId": "direct-1"})
+            ),
+            "request_id": "r",
+        }
+    ).encode()
+    monkeypatch.setattr(index, "runtime", harness.runtime)
+    assert index.worker(payload, FakeFcContext(request_id="worker-1")) == "handled"
+    assert index.worker(payload, FakeFcContext(request_id="worker-2")) == "duplicate"
+    assert handler.finished == ["direct-1"]
+
+
+def test_local_server_runs_deferred_handlers_in_process(start_server):
+    from dingtalk_fc_dev.testkit import DingTalkSender
+
+    server = start_server(DINGTALK_DEFER_ALL="1")
+    sender = DingTalkSender(*TEST_ENV.values())
+    result = sender.post(server.url, sender.build({"EventType": "user_add_org", "eventId": "local-d1"}))
+    assert sender.check_reply(result.status, result.body) == "success"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(r.get("stage") == "worker" for r in server.records()):
+        time.sleep(0.05)
+    outcomes = sorted((r.get("stage", "http"), r["outcome"]) for r in server.records())
+    assert outcomes == [("http", "deferred"), ("worker", "handled")]
