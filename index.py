@@ -8,7 +8,7 @@
 
 from typing import Any, Dict, Iterable
 
-from dingtalk_fc import fc3, wsgi
+from dingtalk_fc import wsgi
 from dingtalk_fc.runtime import Runtime
 from handlers import router
 
@@ -28,4 +28,6 @@ def worker(event: bytes, context: Any) -> str:
 
 
 def fc3_handler(event: bytes, context: Any) -> Dict[str, Any]:
+    from dingtalk_fc import fc3  # FC 3.0 only: not imported by FC 2.0 cold starts
+
     return fc3.serve(runtime, event, context)

@@ -41,16 +41,29 @@ def _loggable(value: Any) -> Any:
     return None
 
 
+# spelling -> (record field, rank among that field's spellings)
+_SPELLINGS = {
+    spelling: (record_field, rank)
+    for record_field, spellings in IDENTIFIER_FIELDS
+    for rank, spelling in enumerate(spellings)
+}
+
+
 def extract_identifiers(data: Mapping[str, Any]) -> Dict[str, Any]:
-    """The identifiers worth a log line (ids, codes, result), never free text such as titles."""
-    found = {}  # type: Dict[str, Any]
-    for record_field, spellings in IDENTIFIER_FIELDS:
-        for spelling in spellings:
-            value = _loggable(data.get(spelling))
-            if value not in (None, [], ""):
-                found[record_field] = value
-                break
-    return found
+    """The identifiers worth a log line (ids, codes, result), never free text such as titles.
+
+    Where an event carries several spellings of one field, the first listed in
+    ``IDENTIFIER_FIELDS`` wins.
+    """
+    found = {}  # type: Dict[str, Tuple[int, Any]]
+    for spelling, raw in data.items():
+        known = _SPELLINGS.get(spelling)
+        if known is None:
+            continue
+        value = _loggable(raw)
+        if value not in (None, [], "") and (known[0] not in found or found[known[0]][0] > known[1]):
+            found[known[0]] = (known[1], value)
+    return {field: ranked[1] for field, ranked in found.items()}
 
 
 class Event:

@@ -8,6 +8,8 @@ import json
 import sys
 from typing import IO, Any, Mapping, Optional
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
 
 class RecordWriter:
     """Writes records as single JSON lines; ``stream`` defaults to the current ``sys.stdout``."""
@@ -16,7 +18,7 @@ class RecordWriter:
         self._stream = stream
 
     def write(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+        line = _ENCODER.encode(record)
         stream = self._stream or sys.stdout
         stream.write(line + "\n")
         stream.flush()

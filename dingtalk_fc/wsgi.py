@@ -1,8 +1,7 @@
 """FC 2.0 adapter: PEP 3333 WSGI, as FC's ``python3`` runtime calls HTTP functions."""
 
+import os
 import re
-import uuid
-from http import HTTPStatus
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 from . import errors
@@ -20,7 +19,7 @@ StartResponse = Callable[[str, List[Tuple[str, str]]], Any]
 def request_id_of(context: Any) -> str:
     """FC's request id from ``fc.context``; a fresh one where there is no context."""
     request_id = getattr(context, "request_id", None)
-    return request_id if isinstance(request_id, str) and request_id else "local-" + uuid.uuid4().hex
+    return request_id if isinstance(request_id, str) and request_id else "local-" + os.urandom(12).hex()
 
 
 def read_body(environ: Dict[str, Any], limit: int) -> bytes:
@@ -45,8 +44,22 @@ def read_body(environ: Dict[str, Any], limit: int) -> bytes:
     return b""  # PEP 3333: no CONTENT_LENGTH means no body
 
 
+# Every status the pipeline answers with (a dict: importing http.HTTPStatus costs cold start).
+STATUS_LINES = {
+    200: "200 OK",
+    400: "400 Bad Request",
+    403: "403 Forbidden",
+    405: "405 Method Not Allowed",
+    409: "409 Conflict",
+    413: "413 Payload Too Large",
+    414: "414 URI Too Long",
+    500: "500 Internal Server Error",
+    503: "503 Service Unavailable",
+}
+
+
 def status_line(status: int) -> str:
-    return f"{status} {HTTPStatus(status).phrase}"
+    return STATUS_LINES.get(status) or f"{status} Error"
 
 
 def serve(runtime: Runtime, environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
