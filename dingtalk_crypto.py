@@ -18,9 +18,12 @@ import os
 import struct
 import threading
 import time
-from typing import Callable, Dict, Optional
 
 from Crypto.Cipher import AES
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
+    from typing import Callable, Dict, Optional
 
 __all__ = [
     "DecryptionError",
@@ -43,7 +46,9 @@ PAD_BLOCK = 32  # DingTalk pads to 32 bytes, not to AES's 16-byte block
 RANDOM_PREFIX_BYTES = 16
 LENGTH_FIELD = struct.Struct(">I")
 HEADER_BYTES = RANDOM_PREFIX_BYTES + LENGTH_FIELD.size
-REPLY_TEMPLATE = '{{"msg_signature":"{msg_signature}","timeStamp":"{timeStamp}","nonce":"{nonce}","encrypt":"{encrypt}"}}'
+REPLY_TEMPLATE = (
+    '{{"msg_signature":"{msg_signature}","timeStamp":"{timeStamp}","nonce":"{nonce}","encrypt":"{encrypt}"}}'
+)
 NONCE_BYTES = 4  # 8 hex characters, the length DingTalk's own nonces have
 
 
@@ -190,8 +195,8 @@ class DingTalkCrypto:
         token: str,
         aes_key: str,
         owner_key: str,
-        clock: Callable[[], float] = time.time,
-        random_bytes: Callable[[int], bytes] = os.urandom,
+        clock: "Callable[[], float]" = time.time,
+        random_bytes: "Callable[[int], bytes]" = os.urandom,
     ) -> None:
         if not token:
             raise ValueError("token must not be empty")
@@ -247,7 +252,7 @@ class DingTalkCrypto:
         except UnicodeDecodeError:
             raise InvalidPlaintextError("message is not valid UTF-8") from None
 
-    def encrypt(self, message: str, random_prefix: Optional[bytes] = None) -> str:
+    def encrypt(self, message: str, random_prefix: "Optional[bytes]" = None) -> str:
         """``message`` as DingTalk's base64 ``encrypt``; ``random_prefix`` only for test vectors."""
         if random_prefix is None:
             random_prefix = self._random_bytes(RANDOM_PREFIX_BYTES)
@@ -271,10 +276,10 @@ class DingTalkCrypto:
     def reply(
         self,
         message: str = "success",
-        timestamp: Optional[str] = None,
-        nonce: Optional[str] = None,
-        random_prefix: Optional[bytes] = None,
-    ) -> Dict[str, str]:
+        timestamp: "Optional[str]" = None,
+        nonce: "Optional[str]" = None,
+        random_prefix: "Optional[bytes]" = None,
+    ) -> "Dict[str, str]":
         """The signed JSON object DingTalk expects back: exactly these four keys."""
         timestamp = self.timestamp_ms() if timestamp is None else timestamp
         nonce = self.new_nonce() if nonce is None else nonce

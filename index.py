@@ -6,28 +6,30 @@
 * ``fc3_handler(event, context)``: FC 3.0 built-in runtimes' HTTP trigger.
 """
 
-from typing import Any, Dict, Iterable
-
 from dingtalk_fc import wsgi
 from dingtalk_fc.runtime import Runtime
 from handlers import router
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
+    from typing import Any, Dict, Iterable
+
 runtime = Runtime(router)
 
 
-def initializer(context: Any) -> None:
+def initializer(context: "Any") -> None:
     runtime.start()
 
 
-def handler(environ: Dict[str, Any], start_response: wsgi.StartResponse) -> Iterable[bytes]:
+def handler(environ: "Dict[str, Any]", start_response: "wsgi.StartResponse") -> "Iterable[bytes]":
     return wsgi.serve(runtime, environ, start_response)
 
 
-def worker(event: bytes, context: Any) -> str:
+def worker(event: bytes, context: "Any") -> str:
     return runtime.run_worker(event, wsgi.request_id_of(context))
 
 
-def fc3_handler(event: bytes, context: Any) -> Dict[str, Any]:
+def fc3_handler(event: bytes, context: "Any") -> "Dict[str, Any]":
     from dingtalk_fc import fc3  # FC 3.0 only: not imported by FC 2.0 cold starts
 
     return fc3.serve(runtime, event, context)

@@ -4,9 +4,13 @@ A wrong value fails here, at start-up, with a message naming the variable and ne
 """
 
 import re
-from typing import List, Mapping, NamedTuple, Optional, Tuple
+from collections import namedtuple
 
 import dingtalk_crypto
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
+    from typing import List, Mapping, Optional, Tuple
 
 
 class ConfigError(Exception):
@@ -17,46 +21,55 @@ class ConfigError(Exception):
         self.variable = variable
 
 
-class Settings(NamedTuple):
-    """Everything the pipeline needs; built by :func:`load_settings`."""
+SETTINGS_FIELDS = (
+    "token",
+    "aes_key",
+    "owner_key",
+    "previous_keys",
+    "timestamp_tolerance_s",
+    "max_body_bytes",
+    "max_query_bytes",
+    "dedup_redis_url",
+    "dedup_retention_s",
+    "dedup_in_flight_s",
+    "dedup_memory_entries",
+    "dedup_fail_closed",
+    "dedup_timeout_ms",
+    "defer_all",
+    "worker_function",
+    "worker_service",
+    "fc_endpoint",
+)
 
-    token: str
-    aes_key: str
-    owner_key: str
-    previous_keys: List[Tuple[str, str]]
-    timestamp_tolerance_s: int
-    max_body_bytes: int
-    max_query_bytes: int
-    dedup_redis_url: Optional[str]
-    dedup_retention_s: int
-    dedup_in_flight_s: int
-    dedup_memory_entries: int
-    dedup_fail_closed: bool
-    dedup_timeout_ms: int
-    defer_all: bool
-    worker_function: Optional[str]
-    worker_service: Optional[str]
-    fc_endpoint: Optional[str]
+
+class Settings(namedtuple("Settings", SETTINGS_FIELDS)):
+    """Everything the pipeline needs, validated; built by :func:`load_settings`.
+
+    Durations are whole seconds (``*_s``) or milliseconds (``*_ms``); ``previous_keys`` is a list
+    of ``(token, aes_key)`` pairs still accepted during a key rotation.
+    """
+
+    __slots__ = ()
 
 
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9]{3,32}\Z")
 
 
-def _required(environ: Mapping[str, str], name: str) -> str:
+def _required(environ: "Mapping[str, str]", name: str) -> str:
     value = environ.get(name, "").strip()
     if not value:
         raise ConfigError(name, "is not set")
     return value
 
 
-def _token(environ: Mapping[str, str], name: str) -> str:
+def _token(environ: "Mapping[str, str]", name: str) -> str:
     value = _required(environ, name)
     if not TOKEN_PATTERN.match(value):
         raise ConfigError(name, "must be 3-32 letters or digits")
     return value
 
 
-def _aes_key(environ: Mapping[str, str], name: str) -> str:
+def _aes_key(environ: "Mapping[str, str]", name: str) -> str:
     value = _required(environ, name)
     try:
         dingtalk_crypto.decode_aes_key(value)
@@ -65,7 +78,7 @@ def _aes_key(environ: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _integer(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _integer(environ: "Mapping[str, str]", name: str, default: int, minimum: int = 0) -> int:
     raw = environ.get(name, "").strip()
     if not raw:
         return default
@@ -78,7 +91,7 @@ def _integer(environ: Mapping[str, str], name: str, default: int, minimum: int =
     return value
 
 
-def _flag(environ: Mapping[str, str], name: str) -> bool:
+def _flag(environ: "Mapping[str, str]", name: str) -> bool:
     raw = environ.get(name, "").strip().lower()
     if raw in ("", "0", "false", "no", "off"):
         return False
@@ -87,11 +100,11 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
     raise ConfigError(name, "must be 1 or 0")
 
 
-def _optional(environ: Mapping[str, str], name: str) -> Optional[str]:
+def _optional(environ: "Mapping[str, str]", name: str) -> "Optional[str]":
     return environ.get(name, "").strip() or None
 
 
-def _previous_keys(environ: Mapping[str, str]) -> List[Tuple[str, str]]:
+def _previous_keys(environ: "Mapping[str, str]") -> "List[Tuple[str, str]]":
     token_set = bool(environ.get("DINGTALK_PREVIOUS_TOKEN", "").strip())
     key_set = bool(environ.get("DINGTALK_PREVIOUS_AES_KEY", "").strip())
     if not token_set and not key_set:
@@ -103,14 +116,14 @@ def _previous_keys(environ: Mapping[str, str]) -> List[Tuple[str, str]]:
     return [(_token(environ, "DINGTALK_PREVIOUS_TOKEN"), _aes_key(environ, "DINGTALK_PREVIOUS_AES_KEY"))]
 
 
-def _redis_url(environ: Mapping[str, str]) -> Optional[str]:
+def _redis_url(environ: "Mapping[str, str]") -> "Optional[str]":
     url = _optional(environ, "DINGTALK_DEDUP_REDIS_URL")
     if url and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("DINGTALK_DEDUP_REDIS_URL", "must start with redis://, rediss:// or unix://")
     return url
 
 
-def load_settings(environ: Mapping[str, str]) -> Settings:
+def load_settings(environ: "Mapping[str, str]") -> Settings:
     """Validate the environment; raise :class:`ConfigError` naming the first bad variable."""
     return Settings(
         token=_token(environ, "DINGTALK_TOKEN"),

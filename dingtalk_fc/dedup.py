@@ -10,17 +10,22 @@ import itertools
 import os
 import threading
 import time
-from collections import OrderedDict
-from typing import Any, Callable, NamedTuple, Optional, Tuple
+from collections import OrderedDict, namedtuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
+    from typing import Any, Callable, Optional, Tuple
 
 CLAIMED = "claimed"
 IN_FLIGHT = "in_flight"
 DONE = "done"
 
 
-class Claim(NamedTuple):
-    state: str  # CLAIMED: run the handler; IN_FLIGHT or DONE: someone else has it or had it
-    token: str  # identifies this claim, so only its holder can release it
+class Claim(namedtuple("Claim", "state token")):
+    """``state``: CLAIMED (run the handler), IN_FLIGHT or DONE (someone else has or had it);
+    ``token``: identifies this claim, so that only its holder can release it."""
+
+    __slots__ = ()
 
 
 class StoreUnavailable(Exception):
@@ -33,7 +38,7 @@ class MemoryStore:
     Correct for a single instance only: FC runs several instances, each with its own memory.
     """
 
-    def __init__(self, max_entries: int = 100000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, max_entries: int = 100000, clock: "Callable[[], float]" = time.monotonic) -> None:
         self._entries = OrderedDict()  # type: OrderedDict[str, Tuple[str, str, float]]
         self._max_entries = max_entries
         self._clock = clock
@@ -43,7 +48,7 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _live(self, key: str, now: float) -> Optional[Tuple[str, str, float]]:
+    def _live(self, key: str, now: float) -> "Optional[Tuple[str, str, float]]":
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -53,13 +58,13 @@ class MemoryStore:
         self._entries.move_to_end(key)
         return entry
 
-    def _put(self, key: str, entry: Tuple[str, str, float]) -> None:
+    def _put(self, key: str, entry: "Tuple[str, str, float]") -> None:
         self._entries[key] = entry
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
 
-    def claim(self, key: str, lease_s: float, token: Optional[str] = None) -> Claim:
+    def claim(self, key: str, lease_s: float, token: "Optional[str]" = None) -> Claim:
         """Claim ``key`` for ``lease_s`` seconds; passing the holder's ``token`` renews its claim."""
         now = self._clock()
         with self._lock:
@@ -101,7 +106,7 @@ class RedisStore:
     timeouts so a slow Redis cannot push the reply past DingTalk's 1500 ms.
     """
 
-    def __init__(self, client: Any, prefix: str = "dingtalk-fc:") -> None:
+    def __init__(self, client: "Any", prefix: str = "dingtalk-fc:") -> None:
         import redis  # only when Redis is configured
 
         self._client = client
@@ -124,13 +129,13 @@ class RedisStore:
         )
         return cls(client, prefix)
 
-    def _call(self, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(self, operation: "Callable[..., Any]", *args: "Any", **kwargs: "Any") -> "Any":
         try:
             return operation(*args, **kwargs)
         except self._errors as error:
             raise StoreUnavailable(f"redis: {type(error).__name__}") from None
 
-    def claim(self, key: str, lease_s: float, token: Optional[str] = None) -> Claim:
+    def claim(self, key: str, lease_s: float, token: "Optional[str]" = None) -> Claim:
         name = self._prefix + key
         lease_ms = max(1, int(lease_s * 1000))
         if token and self._call(self._renew, keys=[name], args=[IN_FLIGHT + ":" + token, lease_ms]):

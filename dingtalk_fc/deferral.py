@@ -7,15 +7,18 @@ counts here as "already handed off"). ``fc2`` is imported only when a worker is 
 
 import contextlib
 import threading
-from typing import Any, Callable, Optional
 
 from .pipeline import Deferrer, HandOffError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
+    from typing import Any, Callable, Optional
 
 ASYNC_HEADERS = {"x-fc-invocation-type": "Async"}
 TASK_ID_HEADER = "x-fc-stateful-async-invocation-id"
 
 
-def _bounded_client_class() -> Any:
+def _bounded_client_class() -> "Any":
     import fc2
     import requests
 
@@ -60,8 +63,8 @@ class FcAsyncDeferrer(Deferrer):
     def __init__(
         self,
         function: str,
-        service: Optional[str] = None,
-        endpoint: Optional[str] = None,
+        service: "Optional[str]" = None,
+        endpoint: "Optional[str]" = None,
         timeout_s: float = 1.0,
     ) -> None:
         self._function = function
@@ -72,7 +75,7 @@ class FcAsyncDeferrer(Deferrer):
         self._clients = {}  # type: Dict[Tuple[str, str, str, str], Any]
         self._lock = threading.Lock()
 
-    def _client(self, context: Any) -> Any:
+    def _client(self, context: "Any") -> "Any":
         credentials = context.credentials
         endpoint = self._endpoint or f"https://{context.account_id}.{context.region}.fc.aliyuncs.com"
         cache_key = (
@@ -95,7 +98,7 @@ class FcAsyncDeferrer(Deferrer):
                 self._clients[cache_key] = client
         return client
 
-    def hand_off(self, task_id: str, payload: bytes, context: Any) -> None:
+    def hand_off(self, task_id: str, payload: bytes, context: "Any") -> None:
         import fc2
 
         if context is None or getattr(context, "credentials", None) is None:
@@ -114,11 +117,11 @@ class FcAsyncDeferrer(Deferrer):
 class ThreadDeferrer(Deferrer):
     """Runs the worker in a background thread of this process: ``make run`` and tests only."""
 
-    def __init__(self, run_worker: Callable[[bytes, str], Any]) -> None:
+    def __init__(self, run_worker: "Callable[[bytes, str], Any]") -> None:
         self._run_worker = run_worker
         self._threads = []  # type: list
 
-    def hand_off(self, task_id: str, payload: bytes, context: Any) -> None:
+    def hand_off(self, task_id: str, payload: bytes, context: "Any") -> None:
         thread = threading.Thread(target=self._work, args=(payload, task_id), name=task_id, daemon=True)
         self._threads.append(thread)
         thread.start()

@@ -5,15 +5,19 @@ this project adds start at 900100. The README's error table is generated from th
 ``PROBLEMS``, so the two cannot drift apart.
 """
 
-from typing import Dict, NamedTuple
+from collections import namedtuple
 
 import dingtalk_crypto
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
+    from typing import Dict
 
-class Problem(NamedTuple):
-    status: int
-    errcode: int
-    errmsg: str
+
+class Problem(namedtuple("Problem", "status errcode errmsg")):
+    """How a refusal looks on the wire: HTTP ``status`` (int), ``errcode`` (int), ``errmsg`` (str)."""
+
+    __slots__ = ()
 
 
 METHOD_NOT_ALLOWED = Problem(405, 900100, "method not allowed")
@@ -71,5 +75,5 @@ class RequestRejected(Exception):
         return cls(Problem(400, error.code, message), detail=error.message)
 
 
-def error_body(problem: Problem) -> Dict[str, object]:
+def error_body(problem: Problem) -> "Dict[str, object]":
     return {"errcode": problem.errcode, "errmsg": problem.errmsg}

@@ -1,7 +1,10 @@
 """The decrypted event handed to handlers, its idempotency key and its loggable identifiers."""
 
 import hashlib
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
+    from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 CHECK_URL = "check_url"
 
@@ -24,7 +27,7 @@ IDENTIFIER_FIELDS = (
 MAX_LISTED_IDS = 50
 
 
-def event_key(data: Mapping[str, Any], plaintext: str) -> str:
+def event_key(data: "Mapping[str, Any]", plaintext: str) -> str:
     """The idempotency key: ``eventId``, else ``BizId``, else a SHA-256 of the plaintext."""
     for field in ("eventId", "BizId"):
         value = data.get(field)
@@ -33,7 +36,7 @@ def event_key(data: Mapping[str, Any], plaintext: str) -> str:
     return "sha256:" + hashlib.sha256(plaintext.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _loggable(value: Any) -> Any:
+def _loggable(value: "Any") -> "Any":
     if isinstance(value, (list, tuple)):
         return [item for item in value[:MAX_LISTED_IDS] if isinstance(item, (str, int))]
     if isinstance(value, (str, int)) and not isinstance(value, bool):
@@ -49,7 +52,7 @@ _SPELLINGS = {
 }
 
 
-def extract_identifiers(data: Mapping[str, Any]) -> Dict[str, Any]:
+def extract_identifiers(data: "Mapping[str, Any]") -> "Dict[str, Any]":
     """The identifiers worth a log line (ids, codes, result), never free text such as titles.
 
     Where an event carries several spellings of one field, the first listed in
@@ -71,7 +74,7 @@ class Event:
 
     __slots__ = ("_plaintext", "corp_id", "data", "key", "type")
 
-    def __init__(self, data: Dict[str, Any], plaintext: str, key: Optional[str] = None) -> None:
+    def __init__(self, data: "Dict[str, Any]", plaintext: str, key: "Optional[str]" = None) -> None:
         self.data = data
         self.type = data["EventType"]  # type: str
         self.key = key or event_key(data, plaintext)
@@ -82,10 +85,10 @@ class Event:
     def __repr__(self) -> str:  # the plaintext stays out of reprs, and so out of tracebacks
         return f"Event(type={self.type!r}, key={self.key!r})"
 
-    def get(self, field: str, default: Any = None) -> Any:
+    def get(self, field: str, default: "Any" = None) -> "Any":
         return self.data.get(field, default)
 
-    def first(self, *spellings: str, default: Any = None) -> Any:
+    def first(self, *spellings: str, default: "Any" = None) -> "Any":
         """The value of the first spelling present, e.g. ``event.first("userId", "UserId")``."""
         for spelling in spellings:
             if spelling in self.data:
@@ -97,19 +100,19 @@ class Event:
         return self._plaintext
 
     @property
-    def identifiers(self) -> Dict[str, Any]:
+    def identifiers(self) -> "Dict[str, Any]":
         return extract_identifiers(self.data)
 
     @property
-    def user_ids(self) -> Sequence[str]:
+    def user_ids(self) -> "Sequence[str]":
         ids = self.first("userId", "UserId", default=[])
         return ids if isinstance(ids, list) else [ids]
 
     @property
-    def dept_ids(self) -> Sequence[Any]:
+    def dept_ids(self) -> "Sequence[Any]":
         ids = self.first("deptId", "DeptId", default=[])
         return ids if isinstance(ids, list) else [ids]
 
-    def to_payload(self) -> Tuple[str, str]:
+    def to_payload(self) -> "Tuple[str, str]":
         """What a deferred hand-off carries: the key and the plaintext."""
         return self.key, self._plaintext

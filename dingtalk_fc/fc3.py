@@ -3,7 +3,6 @@
 import base64
 import binascii
 import json
-from typing import Any, Dict
 from urllib.parse import urlencode
 
 from . import errors
@@ -12,10 +11,14 @@ from .pipeline import CallbackRequest
 from .runtime import Runtime
 from .wsgi import request_id_of
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
+    from typing import Any, Dict
+
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-def _body(event: Dict[str, Any], limit: int) -> bytes:
+def _body(event: "Dict[str, Any]", limit: int) -> bytes:
     body = event.get("body") or ""
     if not isinstance(body, str):
         raise RequestRejected(errors.BODY_NOT_JSON)
@@ -33,14 +36,14 @@ def _body(event: Dict[str, Any], limit: int) -> bytes:
     return raw
 
 
-def _query(event: Dict[str, Any]) -> str:
+def _query(event: "Dict[str, Any]") -> str:
     parameters = event.get("queryParameters") or {}
     if not isinstance(parameters, dict):
         return ""
     return urlencode([(str(name), str(value)) for name, value in parameters.items()])
 
 
-def serve(runtime: Runtime, event: Any, context: Any) -> Dict[str, Any]:
+def serve(runtime: Runtime, event: "Any", context: "Any") -> "Dict[str, Any]":
     """Answer one FC 3.0 HTTP-trigger event through ``runtime``'s pipeline."""
     request_id = request_id_of(context)
     try:

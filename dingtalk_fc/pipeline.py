@@ -10,7 +10,7 @@ import json
 import logging
 import re
 import time
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from collections import namedtuple
 
 import dingtalk_crypto
 
@@ -22,6 +22,10 @@ from .events import CHECK_URL, Event
 from .records import RecordWriter
 from .router import Route, Router
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
+    from typing import Any, Callable, Dict, Optional, Tuple
+
 logger = logging.getLogger("dingtalk_fc")
 
 PRODUCT_NAME = "dingtalk-fc-callback"
@@ -30,20 +34,21 @@ MAX_NONCE_CHARS = 64
 TIMESTAMP_PATTERN = re.compile(r"[0-9]{1,16}\Z")  # milliseconds since the epoch
 
 
-class CallbackRequest(NamedTuple):
-    method: str
-    query: str  # the raw query string, without "?"
-    body: bytes
-    request_id: str
-    context: Any = None  # the platform's invocation context, for the deferred hand-off
+class CallbackRequest(namedtuple("CallbackRequest", "method query body request_id context")):
+    """One delivery as an adapter hands it over: ``method`` (str), ``query`` (the raw query
+    string, without "?"), ``body`` (bytes), ``request_id`` (str) and ``context`` (the platform's
+    invocation context, for the deferred hand-off; may be None)."""
+
+    __slots__ = ()
 
 
-class CallbackResponse(NamedTuple):
-    status: int
-    body: bytes  # always JSON
+class CallbackResponse(namedtuple("CallbackResponse", "status body")):
+    """What goes back: HTTP ``status`` (int) and ``body`` (bytes, always JSON)."""
+
+    __slots__ = ()
 
     @property
-    def json(self) -> Any:
+    def json(self) -> "Any":
         return json.loads(self.body.decode("utf-8"))
 
 
@@ -54,11 +59,11 @@ class HandOffError(Exception):
 class Deferrer:
     """Hands an event to the worker function; ``payload`` holds no plaintext."""
 
-    def hand_off(self, task_id: str, payload: bytes, context: Any) -> None:
+    def hand_off(self, task_id: str, payload: bytes, context: "Any") -> None:
         raise NotImplementedError
 
 
-def parse_json(text: str, too_deep: Problem, invalid: Problem) -> Any:
+def parse_json(text: str, too_deep: Problem, invalid: Problem) -> "Any":
     try:
         return json.loads(text)
     except RecursionError:
@@ -67,16 +72,18 @@ def parse_json(text: str, too_deep: Problem, invalid: Problem) -> Any:
         raise RequestRejected(invalid) from None
 
 
-def parse_query(query: str, max_bytes: int) -> Tuple[str, str, str]:
+def parse_query(query: str, max_bytes: int) -> "Tuple[str, str, str]":
     """``(signature, timestamp, nonce)``; either spelling DingTalk uses for each is accepted."""
     if len(query) > max_bytes:
         raise RequestRejected(errors.QUERY_TOO_LONG)
     params = {}  # type: Dict[str, str]
+    encoded = "%" in query or "+" in query  # DingTalk's own parameters never are
     for pair in query.split("&"):
         if not pair:
             continue
         name, _, value = pair.partition("=")
-        name, value = _unquote(name), _unquote(value)
+        if encoded:
+            name, value = _unquote(name), _unquote(value)
         if name in params:
             raise RequestRejected(errors.REPEATED_PARAMETER, detail=name)
         params[name] = value
@@ -93,15 +100,13 @@ def parse_query(query: str, max_bytes: int) -> Tuple[str, str, str]:
 
 
 def _unquote(component: str) -> str:
-    """Form-decode a query component; DingTalk's (hex, digits, letters) need no decoding."""
-    if "%" not in component and "+" not in component:
-        return component
+    """Form-decode a query component (``+`` and ``%XX``), as ``parse_qsl`` would."""
     from urllib.parse import unquote_plus  # only for unusual input: kept off the cold start
 
     return unquote_plus(component)
 
 
-def _one_of(params: Dict[str, str], preferred: str, alternative: str, missing: Problem) -> str:
+def _one_of(params: "Dict[str, str]", preferred: str, alternative: str, missing: Problem) -> str:
     first, second = params.get(preferred, ""), params.get(alternative, "")
     if first and second and first != second:
         raise RequestRejected(errors.REPEATED_PARAMETER, detail=preferred + "/" + alternative)
@@ -125,7 +130,7 @@ def parse_encrypt(body: bytes) -> str:
     return encrypt
 
 
-def parse_event(plaintext: str) -> Dict[str, Any]:
+def parse_event(plaintext: str) -> "Dict[str, Any]":
     data = parse_json(plaintext, errors.JSON_TOO_DEEP, errors.PLAINTEXT_NOT_OBJECT)
     if not isinstance(data, dict):
         raise RequestRejected(errors.PLAINTEXT_NOT_OBJECT)
@@ -135,7 +140,7 @@ def parse_event(plaintext: str) -> Dict[str, Any]:
     return data
 
 
-def refuse(rejection: RequestRejected, record: Dict[str, Any]) -> CallbackResponse:
+def refuse(rejection: RequestRejected, record: "Dict[str, Any]") -> CallbackResponse:
     """The JSON error response for ``rejection``, noting it in the delivery's log ``record``."""
     problem = rejection.problem
     record["outcome"] = rejection.outcome
@@ -163,10 +168,10 @@ class CallbackPipeline:
         self,
         settings: Settings,
         router: Router,
-        store: Any,
-        deferrer: Optional[Deferrer] = None,
-        clock: Callable[[], float] = time.time,
-        records: Optional[RecordWriter] = None,
+        store: "Any",
+        deferrer: "Optional[Deferrer]" = None,
+        clock: "Callable[[], float]" = time.time,
+        records: "Optional[RecordWriter]" = None,
     ) -> None:
         keys = [(settings.token, settings.aes_key), *settings.previous_keys]
         self._ciphers = [
@@ -204,7 +209,7 @@ class CallbackPipeline:
         self._records.write(record)
         return response
 
-    def _process(self, request: CallbackRequest, record: Dict[str, Any]) -> CallbackResponse:
+    def _process(self, request: CallbackRequest, record: "Dict[str, Any]") -> CallbackResponse:
         if request.method == "GET":
             record["outcome"] = "health"
             return CallbackResponse(200, self._health)
@@ -245,12 +250,12 @@ class CallbackPipeline:
         return CallbackResponse(200, self._current.reply_body("success"))
 
     @staticmethod
-    def _describe(event: Event, record: Dict[str, Any]) -> None:
+    def _describe(event: Event, record: "Dict[str, Any]") -> None:
         record["corp_id"] = event.corp_id
         record["event_id"] = event.key
         record.update(event.identifiers)
 
-    def _deliver_once(self, event: Event, fingerprint: str, request: CallbackRequest, record: Dict[str, Any]) -> None:
+    def _deliver_once(self, event: Event, fingerprint: str, request: CallbackRequest, record: "Dict[str, Any]") -> None:
         replay_window = self._settings.timestamp_tolerance_s or self._settings.dedup_retention_s
         replay = self._claim(fingerprint, record)
         if replay is not None and replay.state != CLAIMED:
@@ -263,7 +268,7 @@ class CallbackPipeline:
             raise
         self._complete(fingerprint, replay, replay_window, record)
 
-    def _deliver(self, event: Event, request: CallbackRequest, record: Dict[str, Any]) -> None:
+    def _deliver(self, event: Event, request: CallbackRequest, record: "Dict[str, Any]") -> None:
         store_key = self._key_prefix + event.key
         claim = self._claim(store_key, record)
         if claim is not None and claim.state == DONE:
@@ -284,10 +289,10 @@ class CallbackPipeline:
     def _run(
         self,
         event: Event,
-        route: Optional[Route],
+        route: "Optional[Route]",
         store_key: str,
-        claim: Optional[Claim],
-        record: Dict[str, Any],
+        claim: "Optional[Claim]",
+        record: "Dict[str, Any]",
     ) -> None:
         try:
             extra = route.handler(event) if route is not None else None
@@ -306,9 +311,9 @@ class CallbackPipeline:
         self,
         event: Event,
         store_key: str,
-        claim: Optional[Claim],
+        claim: "Optional[Claim]",
         request: CallbackRequest,
-        record: Dict[str, Any],
+        record: "Dict[str, Any]",
     ) -> None:
         if self._deferrer is None:
             raise RequestRejected(errors.HANDOFF_FAILED, detail="no worker configured", outcome="failed")
@@ -328,7 +333,7 @@ class CallbackPipeline:
 
     # -- the store, failing open or closed -----------------------------------------------------
 
-    def _claim(self, key: str, record: Dict[str, Any], token: Optional[str] = None) -> Optional[Claim]:
+    def _claim(self, key: str, record: "Dict[str, Any]", token: "Optional[str]" = None) -> "Optional[Claim]":
         """The claim, or None when the store is down and the policy is to fail open."""
         if record.get("outcome") == "dedup_unavailable":  # already failed once for this request
             return None
@@ -342,7 +347,7 @@ class CallbackPipeline:
             record["detail"] = str(error)
             return None
 
-    def _complete(self, key: str, claim: Optional[Claim], retention_s: int, record: Dict[str, Any]) -> None:
+    def _complete(self, key: str, claim: "Optional[Claim]", retention_s: int, record: "Dict[str, Any]") -> None:
         if claim is None:
             return
         try:
@@ -350,7 +355,7 @@ class CallbackPipeline:
         except StoreUnavailable as error:
             record["store_warning"] = "complete failed: " + str(error)
 
-    def _release(self, key: str, claim: Optional[Claim], record: Dict[str, Any]) -> None:
+    def _release(self, key: str, claim: "Optional[Claim]", record: "Dict[str, Any]") -> None:
         if claim is None:
             return
         try:
@@ -377,7 +382,7 @@ class CallbackPipeline:
             self._records.write(record)
         return record["outcome"]
 
-    def _run_deferred(self, payload: bytes, record: Dict[str, Any]) -> None:
+    def _run_deferred(self, payload: bytes, record: "Dict[str, Any]") -> None:
         job = parse_json(payload.decode("utf-8", "replace"), errors.JSON_TOO_DEEP, errors.BODY_NOT_JSON)
         if not isinstance(job, dict) or not isinstance(job.get("encrypt"), str):
             raise RequestRejected(errors.MISSING_ENCRYPT)

@@ -6,7 +6,10 @@ its lines, and a bare JSON line is what SLS's ``json_extract`` and field indexes
 
 import json
 import sys
-from typing import IO, Any, Mapping, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
+    from typing import IO, Any, Mapping, Optional
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
@@ -14,10 +17,10 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=s
 class RecordWriter:
     """Writes records as single JSON lines; ``stream`` defaults to the current ``sys.stdout``."""
 
-    def __init__(self, stream: Optional[IO[str]] = None) -> None:
+    def __init__(self, stream: "Optional[IO[str]]" = None) -> None:
         self._stream = stream
 
-    def write(self, record: Mapping[str, Any]) -> None:
+    def write(self, record: "Mapping[str, Any]") -> None:
         line = _ENCODER.encode(record)
         stream = self._stream or sys.stdout
         stream.write(line + "\n")

@@ -1,16 +1,20 @@
 """Handlers registered on EventType by decorator, with a catch-all."""
 
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from collections import namedtuple
 
 from .events import CHECK_URL, Event
 
-Handler = Callable[[Event], Optional[Mapping[str, Any]]]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
+    from typing import Any, Callable, Mapping, Optional
+
+    Handler = Callable[[Event], Optional[Mapping[str, Any]]]
 
 
-class Route(NamedTuple):
-    handler: Handler
-    deferred: Optional[bool]  # None: follow the global default (DINGTALK_DEFER_ALL)
-    catch_all: bool
+class Route(namedtuple("Route", "handler deferred catch_all")):
+    """A registered handler; ``deferred`` None follows the global default (DINGTALK_DEFER_ALL)."""
+
+    __slots__ = ()
 
 
 class Router:
@@ -25,7 +29,7 @@ class Router:
         self._routes = {}  # type: Dict[str, Route]
         self._catch_all = None  # type: Optional[Route]
 
-    def on(self, *event_types: str, deferred: Optional[bool] = None) -> Callable[[Handler], Handler]:
+    def on(self, *event_types: str, deferred: "Optional[bool]" = None) -> "Callable[[Handler], Handler]":
         """Register the decorated function for these event types.
 
         ``deferred=True`` runs it on the worker function through FC asynchronous invocation,
@@ -36,7 +40,7 @@ class Router:
         if CHECK_URL in event_types:
             raise ValueError("check_url is answered by the pipeline itself")
 
-        def register(handler: Handler) -> Handler:
+        def register(handler: "Handler") -> "Handler":
             for event_type in event_types:
                 if event_type in self._routes:
                     raise ValueError(f"{event_type} already has a handler")
@@ -45,12 +49,12 @@ class Router:
 
         return register
 
-    def catch_all(self, handler: Handler) -> Handler:
+    def catch_all(self, handler: "Handler") -> "Handler":
         """Register the handler for every EventType nobody else handles (outcome ``unhandled``)."""
         self._catch_all = Route(handler, deferred=False, catch_all=True)
         return handler
 
-    def route(self, event_type: str) -> Optional[Route]:
+    def route(self, event_type: str) -> "Optional[Route]":
         return self._routes.get(event_type, self._catch_all)
 
     @property

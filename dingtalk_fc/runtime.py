@@ -4,7 +4,6 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Mapping, Optional
 
 from . import errors
 from .config import ConfigError, Settings, load_settings
@@ -13,6 +12,10 @@ from .errors import RequestRejected
 from .pipeline import CallbackPipeline, CallbackRequest, CallbackResponse, Deferrer, refuse
 from .records import RecordWriter
 from .router import Router
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
+    from typing import Any, Callable, Mapping, Optional
 
 logger = logging.getLogger("dingtalk_fc")
 
@@ -29,9 +32,9 @@ class Runtime:
     def __init__(
         self,
         router: Router,
-        environ: Optional[Mapping[str, str]] = None,
-        clock: Callable[[], float] = time.time,
-        records: Optional[RecordWriter] = None,
+        environ: "Optional[Mapping[str, str]]" = None,
+        clock: "Callable[[], float]" = time.time,
+        records: "Optional[RecordWriter]" = None,
     ) -> None:
         self._router = router
         self._environ = environ
@@ -66,7 +69,7 @@ class Runtime:
             settings, self._router, store, self._deferrer(settings), clock=self._clock, records=self._records
         )
 
-    def _deferrer(self, settings: Settings) -> Optional[Deferrer]:
+    def _deferrer(self, settings: Settings) -> "Optional[Deferrer]":
         if self._local_worker:
             from .deferral import ThreadDeferrer
 
@@ -109,5 +112,5 @@ class Runtime:
         self._records.write(record)
         return response
 
-    def run_worker(self, payload: bytes, request_id: str) -> Any:
+    def run_worker(self, payload: bytes, request_id: str) -> "Any":
         return self.pipeline.run_deferred(payload, request_id)

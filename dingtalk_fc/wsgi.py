@@ -2,27 +2,30 @@
 
 import os
 import re
-from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 from . import errors
 from .errors import RequestRejected
 from .pipeline import CallbackRequest
 from .runtime import Runtime
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
+    from typing import Any, Callable, Dict, Iterable, List, Tuple
+
+    StartResponse = Callable[[str, List[Tuple[str, str]]], Any]
+
 CONTENT_LENGTH_PATTERN = re.compile(r"[0-9]{1,18}\Z")
 JSON_HEADERS = [("Content-Type", "application/json")]
 ALLOW_HEADER = ("Allow", "GET, POST")
 
-StartResponse = Callable[[str, List[Tuple[str, str]]], Any]
 
-
-def request_id_of(context: Any) -> str:
+def request_id_of(context: "Any") -> str:
     """FC's request id from ``fc.context``; a fresh one where there is no context."""
     request_id = getattr(context, "request_id", None)
     return request_id if isinstance(request_id, str) and request_id else "local-" + os.urandom(12).hex()
 
 
-def read_body(environ: Dict[str, Any], limit: int) -> bytes:
+def read_body(environ: "Dict[str, Any]", limit: int) -> bytes:
     """The request body, refused with 413 before reading when it exceeds ``limit`` bytes."""
     raw_length = (environ.get("CONTENT_LENGTH") or "").strip()
     stream = environ.get("wsgi.input")
@@ -62,7 +65,7 @@ def status_line(status: int) -> str:
     return STATUS_LINES.get(status) or f"{status} Error"
 
 
-def serve(runtime: Runtime, environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+def serve(runtime: Runtime, environ: "Dict[str, Any]", start_response: "StartResponse") -> "Iterable[bytes]":
     """Answer one WSGI request through ``runtime``'s pipeline."""
     context = environ.get("fc.context")
     request_id = request_id_of(context)
