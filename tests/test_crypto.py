@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import dingtalk_crypto as dc
 
-with open(os.path.join(os.path.dirname(__file__), "vectors.json"), encoding="utf-8") as _source:
+with open(os.path.join(os.path.dirname(__file__), "data", "vectors.json"), encoding="utf-8") as _source:
     VECTORS = json.load(_source)["vectors"]
 
 A = VECTORS[0]

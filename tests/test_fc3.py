@@ -13,7 +13,7 @@ from conftest import ROOT, TEST_ENV
 from dingtalk_fc.fc3 import serve
 from dingtalk_fc_dev.testkit import FakeFcContext
 
-SHARED_SCHEMA = os.path.join(os.path.dirname(ROOT), "shared", "reference", "fc3-props.schema.json")
+FC3_SCHEMA = os.path.join(ROOT, "tests", "data", "fc3-props.schema.json")  # devsapp/fc3 props schema
 S = os.path.join(ROOT, "node_modules", ".bin", "s")
 
 
@@ -138,7 +138,7 @@ def test_s_yaml_renders_offline_and_matches_the_fc3_schema():
     assert props["triggers"][0]["triggerConfig"] == {"authType": "anonymous", "methods": ["GET", "POST"]}
     assert props["customDomain"]["route"]["path"] == "/*"
     assert set(props["logConfig"]) == {"project", "logstore"}
-    with open(SHARED_SCHEMA, encoding="utf-8") as source:
+    with open(FC3_SCHEMA, encoding="utf-8") as source:
         jsonschema.validate(props, json.load(source))
 
 
@@ -149,7 +149,7 @@ def test_s_preview_fails_on_a_broken_file(tmp_path):
 
 
 def test_fc3_schema_would_catch_a_wrong_runtime():
-    with open(SHARED_SCHEMA, encoding="utf-8") as source:
+    with open(FC3_SCHEMA, encoding="utf-8") as source:
         schema = json.load(source)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(
