@@ -23,6 +23,8 @@ sys.path.insert(0, ROOT)
 
 from dingtalk_fc_dev.testkit import CallbackHarness, DingTalkSender  # noqa: E402
 
+pytest_plugins = ["dingtalk_fc_dev.pytest_plugin"]  # the fixtures users get, used by test_devkit.py
+
 TEST_ENV = {
     "DINGTALK_TOKEN": "tok3nUsedOnlyInTests",
     "DINGTALK_AES_KEY": "q7JbXwJ4m2Zk9sPcVdT0fR8nLgYhE3uA6iOoKl1MxN5",

@@ -1,0 +1,232 @@
+"""The developer kit: command-line tool, event samples, test-kit fixtures."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import pytest
+from conftest import ROOT, TEST_ENV
+
+from dingtalk_fc_dev import catalog, cli
+from dingtalk_fc_dev.demo import DEMO_ENVIRONMENT
+from dingtalk_fc_dev.testkit import CallbackHarness, DingTalkSender
+
+
+def run_cli(*argv):
+    out = io.StringIO()
+    code = cli.main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+@pytest.fixture
+def keys(monkeypatch):
+    for name, value in TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def server(start_server):
+    return start_server()
+
+
+def test_trigger_every_catalog_event_and_see_its_record(keys, server):
+    for event_type in catalog.event_types():
+        code, output = run_cli("trigger", event_type, "--url", server.url)
+        assert code == 0, output
+        assert output.startswith(f"OK   {event_type}: HTTP 200, encrypted success")
+    records = {r["event_type"]: r for r in server.records()}
+    assert set(records) == set(catalog.event_types())
+    assert all(r["outcome"] == "handled" for r in records.values())
+
+
+def test_trigger_sets_fields_and_uses_fresh_ids(keys, server):
+    assert run_cli("trigger", "user_add_org", "--url", server.url, "--set", 'userId=["new-hire-7"]')[0] == 0
+    assert run_cli("trigger", "user_add_org", "--url", server.url)[0] == 0
+    first, second = server.records()
+    assert first["user_ids"] == ["new-hire-7"]
+    assert first["event_id"] != second["event_id"]
+    assert second["outcome"] == "handled"  # a fresh event, not a de-duplicated one
+
+
+def test_trigger_legacy_spelling(keys, server):
+    assert run_cli("trigger", "user_leave_org", "--legacy", "--url", server.url)[0] == 0
+    assert server.records()[0]["user_ids"] == ["015xxxx227"]
+
+
+def test_check_url(keys, server):
+    code, output = run_cli("check-url", server.url)
+    assert code == 0
+    assert "check_url" in output
+
+
+def test_unreachable_url_exits_2(keys, capsys):
+    assert run_cli("check-url", "http://127.0.0.1:9/")[0] == 2
+    assert "cannot reach http://127.0.0.1:9/" in capsys.readouterr().err
+
+
+def test_unknown_event_type_exits_2(keys, capsys):
+    assert run_cli("trigger", "no_such_event")[0] == 2
+    assert "unknown event type" in capsys.readouterr().err
+
+
+def test_wrong_key_is_reported(monkeypatch, server):
+    monkeypatch.setenv("DINGTALK_TOKEN", "someOtherToken")
+    monkeypatch.setenv("DINGTALK_AES_KEY", TEST_ENV["DINGTALK_AES_KEY"])
+    monkeypatch.setenv("DINGTALK_APP_KEY", TEST_ENV["DINGTALK_APP_KEY"])
+    code, output = run_cli("check-url", server.url)
+    assert code == 1
+    assert "HTTP 403" in output
+    assert "signature mismatch" in output
+
+
+class BackgroundServer:
+    """A WSGI app on a free loopback port, in a thread."""
+
+    def __init__(self, app):
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, *args):
+                pass
+
+        self.httpd = make_server("127.0.0.1", 0, app, handler_class=Quiet)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_non_json_reply_is_reported(keys):
+    def html(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return [b"<html>nginx default page</html>"]
+
+    server = BackgroundServer(html)
+    try:
+        code, output = run_cli("check-url", server.url)
+    finally:
+        server.close()
+    assert code == 1
+    assert "reply is not JSON" in output
+
+
+def test_slow_reply_warns_about_the_deadline(keys):
+    import handlers
+
+    harness = CallbackHarness(handlers.router, TEST_ENV)
+
+    def slow(environ, start_response):
+        time.sleep(1.6)
+        return harness.app(environ, start_response)
+
+    server = BackgroundServer(slow)
+    try:
+        code, output = run_cli("check-url", server.url)
+    finally:
+        server.close()
+    assert code == 0
+    assert "WARN check_url" in output
+    assert "over DingTalk's 1500 ms deadline" in output
+
+
+def test_decrypt_a_captured_delivery(keys):
+    delivery = DingTalkSender(*TEST_ENV.values()).build({"EventType": "user_add_org", "userId": ["u1"]})
+    code, output = run_cli("decrypt", "--query", "?" + delivery.query, "--body", delivery.body.decode())
+    assert code == 0
+    assert json.loads(output) == {"EventType": "user_add_org", "userId": ["u1"]}
+
+
+def test_decrypt_with_the_wrong_token_fails(keys, monkeypatch, tmp_path):
+    delivery = DingTalkSender(*TEST_ENV.values()).build({"EventType": "check_url"})
+    (tmp_path / "query").write_text(delivery.query)
+    (tmp_path / "body").write_text(delivery.body.decode())
+    monkeypatch.setenv("DINGTALK_TOKEN", "anotherToken")
+    code, output = run_cli("decrypt", "--query", f"@{tmp_path / 'query'}", "--body", f"@{tmp_path / 'body'}")
+    assert code == 1
+    assert "signature does not verify" in output
+
+
+def test_replay_captured_deliveries(keys, server, tmp_path):
+    sender = DingTalkSender(*TEST_ENV.values())
+    captured = tmp_path / "captured.jsonl"
+    with open(captured, "w") as out:
+        for number in range(3):
+            delivery = sender.build({"EventType": "user_add_org", "eventId": f"cap-{number}"})
+            out.write(json.dumps({"query": delivery.query, "body": delivery.body.decode()}) + "\n")
+    code, output = run_cli("replay", str(captured), "--url", server.url)
+    assert code == 0, output
+    assert output.count("OK ") == 3
+    code, output = run_cli("replay", str(captured), "--url", server.url)  # exact replays: refused
+    assert code == 1
+    assert output.count("HTTP 403") == 3
+
+
+def test_command_line_entry_point_runs(keys):
+    result = subprocess.run(
+        [sys.executable, "-m", "dingtalk_fc_dev", "events"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **TEST_ENV},
+    )
+    assert result.returncode == 0
+    assert result.stdout.split() == catalog.event_types()
+
+
+# -- events/ -----------------------------------------------------------------------------------
+
+
+def test_event_samples_are_current():
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "make_events.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_event_samples_pass_through_the_function(make_harness):
+    harness = make_harness(DINGTALK_TIMESTAMP_TOLERANCE_SECONDS="0", **DEMO_ENVIRONMENT)
+    with open(os.path.join(ROOT, "events", "deliveries.jsonl"), encoding="utf-8") as source:
+        samples = [json.loads(line) for line in source]
+    assert [s["event_type"] for s in samples] == catalog.event_types()
+    from dingtalk_fc_dev.testkit import Delivery
+
+    demo = DingTalkSender.from_environment(DEMO_ENVIRONMENT)
+    for sample in samples:
+        reply = harness.call(Delivery(sample["query"], sample["body"].encode(), {}).wsgi_environ())
+        assert demo.check_reply(reply.status, reply.body) == "success"
+    with open(os.path.join(ROOT, "events", "fc3-http-check_url.json"), "rb") as source:
+        from dingtalk_fc.fc3 import serve
+
+        response = serve(harness.runtime, source.read(), None)
+    assert demo.check_reply(response["statusCode"], response["body"].encode()) == "success"
+    with open(os.path.join(ROOT, "events", "worker-bpms_instance_change.json"), "rb") as source:
+        payload = source.read()
+    assert harness.runtime.run_worker(payload, "local") == "duplicate"  # delivered above already
+    fresh = make_harness(DINGTALK_TIMESTAMP_TOLERANCE_SECONDS="0", **DEMO_ENVIRONMENT)
+    assert fresh.runtime.run_worker(payload, "local") == "handled"
+
+
+# -- the pytest fixtures users get -----------------------------------------------------------------
+
+
+def test_callback_harness_fixture(callback_harness):
+    reply = callback_harness.send({"EventType": "user_add_org", "eventId": "fixture-1", "userId": ["u1"]})
+    assert callback_harness.sender.check_reply(reply.status, reply.body) == "success"
+    assert callback_harness.last_record["family"] == "address_book"
+
+
+def test_sender_builds_byte_identical_vectors():
+    """The test kit reproduces a published DingTalk vector when given its random inputs."""
+    sender = DingTalkSender("123456", "4g5j64qlyl3zvetqxz5jiocdr586fn2zvjpa8zls3ij", "suite4xxxxxxxxxxxxxxx")
+    plaintext = '{"EventType":"check_create_suite_url","Random":"LPIdSnlF","TestSuiteKey":"suite4xxxxxxxxxxxxxxx"}'
+    delivery = sender.build(plaintext, timestamp="1445827045067", nonce="nEXhMP4r", random_prefix=b"1234567890123456")
+    assert delivery.params["msg_signature"] == "bcf6dcefa4ce2dbaf7b0666c7264d46fd9aad4bd"
