@@ -4,13 +4,15 @@ the code package built without Docker, imported by real 3.6 and 3.10 interpreter
 import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
 from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from package import RUNTIMES, find_interpreter
 
 FUN = os.path.join(ROOT, "node_modules", ".bin", "fun")
 DEPLOYED = ["index.py", "handlers.py", "dingtalk_crypto.py", "dingtalk_fc"]
@@ -96,17 +98,6 @@ def test_vermin_would_catch_newer_syntax(tmp_path):
     assert vermin(str(sample)).returncode != 0
 
 
-def interpreter(version):
-    """A real CPython of that version: on PATH, or pyenv's (the machine image ships 3.6 to 3.13)."""
-    candidates = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python{version}")))
-    candidates.append(shutil.which(f"python{version}"))  # may be a pyenv shim: checked below
-    for candidate in filter(None, candidates):
-        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True)
-        if probe.returncode == 0:
-            return candidate
-    return None
-
-
 @pytest.fixture(scope="module", params=["python3", "python3.10"])
 def package(request, tmp_path_factory):
     output = tmp_path_factory.mktemp("package") / request.param
@@ -127,7 +118,7 @@ def package(request, tmp_path_factory):
 
 
 def test_package_holds_the_function_and_nothing_else(package):
-    _runtime, path = package
+    runtime, path = package
     names = set(os.listdir(path))
     assert {"index.py", "handlers.py", "dingtalk_crypto.py", "dingtalk_fc", "Crypto", "redis", "fc2"} <= names
     assert not names & {"tests", "tools", "dingtalk_fc_dev", "node_modules", "template.yml", "README.md"}
@@ -135,6 +126,10 @@ def test_package_holds_the_function_and_nothing_else(package):
     aes = glob.glob(os.path.join(path, "Crypto", "Cipher", "_raw_aes*.so"))
     assert aes, "pycryptodome's compiled AES module"
     assert all(name.endswith(".abi3.so") for name in aes), aes  # cp36-abi3: loads on 3.6 and later
+    version = RUNTIMES[runtime]
+    if find_interpreter(version):  # bytecode for the target, so cold starts on FC need not compile
+        tag = "cpython-" + version.replace(".", "")
+        assert os.path.exists(os.path.join(path, "dingtalk_fc", "__pycache__", f"pipeline.{tag}.pyc"))
     with open(glob.glob(os.path.join(path, "pycryptodome-*.dist-info", "WHEEL"))[0]) as wheel:
         wheel_tags = wheel.read()
     assert "manylinux" in wheel_tags
@@ -144,8 +139,8 @@ def test_package_holds_the_function_and_nothing_else(package):
 @pytest.mark.parametrize("with_redis", [False, True], ids=["memory store", "redis store"])
 def test_package_answers_under_its_runtime_python(package, redis_url, with_redis):
     runtime, path = package
-    version = {"python3": "3.6", "python3.10": "3.10"}[runtime]
-    python = interpreter(version)
+    version = RUNTIMES[runtime]
+    python = find_interpreter(version)
     if python is None:
         pytest.skip(f"no Python {version} interpreter on this machine")
     smoke = os.path.join(ROOT, "tests", "smoke_deployed.py")

@@ -1,0 +1,36 @@
+"""`make bench` keeps working: one run with tiny counts (figures are not asserted here)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_bench_runs_and_writes_its_figures(tmp_path):
+    output = tmp_path / "bench.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "bench.py"),
+            "--repeat",
+            "40",
+            "--cold-runs",
+            "1",
+            "--memory-requests",
+            "30",
+            "--json",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "warm check_url full request, median (us)" in result.stdout
+    figures = json.loads(output.read_text())
+    assert set(figures["warm"]) == {"check_url", "event_1kb"}
+    assert figures["cold"]["first_reply_ms"] > 0
+    assert figures["memory"]["requests"] == 30
+    assert set(figures["targets_met"]) == {"warm", "cold", "memory"}
