@@ -1,7 +1,7 @@
 """Every way a request can be refused: HTTP status, errcode and a short English errmsg.
 
 Cipher failures keep DingTalk's official 9000xx codes (see :mod:`dingtalk_crypto`); the codes
-this project adds start at 900100. The README's error table is generated from this module's
+this project adds start at 900100. The test suite checks the README's error table against
 ``PROBLEMS``, so the two cannot drift apart.
 """
 
