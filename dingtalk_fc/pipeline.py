@@ -24,7 +24,7 @@ from .router import Route, Router
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
-    from typing import Any, Callable, Dict, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 logger = logging.getLogger("dingtalk_fc")
 
@@ -174,9 +174,9 @@ class CallbackPipeline:
         records: "Optional[RecordWriter]" = None,
     ) -> None:
         keys = [(settings.token, settings.aes_key), *settings.previous_keys]
-        self._ciphers = [
+        self._ciphers: List[dingtalk_crypto.DingTalkCrypto] = [
             dingtalk_crypto.DingTalkCrypto(token, aes_key, settings.owner_key, clock=clock) for token, aes_key in keys
-        ]  # type: List[dingtalk_crypto.DingTalkCrypto]
+        ]
         self._current = self._ciphers[0]
         self._settings = settings
         self._router = router
@@ -256,6 +256,8 @@ class CallbackPipeline:
         record.update(event.identifiers)
 
     def _deliver_once(self, event: Event, fingerprint: str, request: CallbackRequest, record: "Dict[str, Any]") -> None:
+        """Refuse an exact replay of an accepted request, then deliver; a failure forgets the
+        request so that DingTalk may send it again as it was."""
         replay_window = self._settings.timestamp_tolerance_s or self._settings.dedup_retention_s
         replay = self._claim(fingerprint, record)
         if replay is not None and replay.state != CLAIMED:
@@ -270,13 +272,9 @@ class CallbackPipeline:
 
     def _deliver(self, event: Event, request: CallbackRequest, record: "Dict[str, Any]") -> None:
         store_key = self._key_prefix + event.key
-        claim = self._claim(store_key, record)
-        if claim is not None and claim.state == DONE:
-            record["outcome"] = "duplicate"
-            record["level"] = "info"
+        run, claim = self._claim_event(store_key, record)
+        if not run:
             return
-        if claim is not None and claim.state != CLAIMED:
-            raise RequestRejected(errors.EVENT_IN_FLIGHT, outcome="in_flight")
         route = self._router.route(event.type)
         if route is not None and self._is_deferred(route):
             self._hand_off(event, store_key, claim, request, record)
@@ -332,6 +330,20 @@ class CallbackPipeline:
         record.setdefault("level", "info")
 
     # -- the store, failing open or closed -----------------------------------------------------
+
+    def _claim_event(
+        self, store_key: str, record: "Dict[str, Any]", token: "Optional[str]" = None
+    ) -> "Tuple[bool, Optional[Claim]]":
+        """``(run the handler?, the claim)``; a duplicate of a done event is not run (and is
+        acknowledged), one still in flight elsewhere is refused with 409 so it stays retryable."""
+        claim = self._claim(store_key, record, token)
+        if claim is not None and claim.state == DONE:
+            record["outcome"] = "duplicate"
+            record["level"] = "info"
+            return False, None
+        if claim is not None and claim.state != CLAIMED:
+            raise RequestRejected(errors.EVENT_IN_FLIGHT, outcome="in_flight")
+        return True, claim
 
     def _claim(self, key: str, record: "Dict[str, Any]", token: "Optional[str]" = None) -> "Optional[Claim]":
         """The claim, or None when the store is down and the policy is to fail open."""
@@ -392,14 +404,9 @@ class CallbackPipeline:
         record["event_type"] = event.type
         self._describe(event, record)
         store_key = self._key_prefix + event.key
-        claim = self._claim(store_key, record, token=job.get("token") or None)
-        if claim is not None and claim.state == DONE:
-            record["outcome"] = "duplicate"
-            record["level"] = "info"
-            return
-        if claim is not None and claim.state != CLAIMED:
-            raise RequestRejected(errors.EVENT_IN_FLIGHT, outcome="in_flight")
-        self._run(event, self._router.route(event.type), store_key, claim, record)
+        run, claim = self._claim_event(store_key, record, token=job.get("token") or None)
+        if run:
+            self._run(event, self._router.route(event.type), store_key, claim, record)
 
     def _decrypt_any(self, encrypt: str) -> str:
         """Decrypt a hand-off payload with the current key, or a previous one mid-rotation."""
