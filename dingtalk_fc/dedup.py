@@ -1,9 +1,10 @@
 """Idempotency stores: claim an event key before its handler runs, mark it done after.
 
 A key is *in flight* from the claim until the handler finishes (or the in-flight lease runs
-out, should the instance die), then *done* for the retention period. A failed handler releases
-its claim so the next delivery runs again. Two stores share this interface: in memory (one
-instance) and Redis (every instance of the function).
+out, should the instance die), then *done* for the retention period, remembering which request
+completed it (its signature) so that an exact replay of that request can be told from a
+redelivery. A failed handler releases its claim so the next delivery runs again. Two stores
+share this interface: in memory (one instance) and Redis (every instance of the function).
 """
 
 import itertools
@@ -21,9 +22,10 @@ IN_FLIGHT = "in_flight"
 DONE = "done"
 
 
-class Claim(namedtuple("Claim", "state token")):
+class Claim(namedtuple("Claim", "state token done_by")):
     """``state``: CLAIMED (run the handler), IN_FLIGHT or DONE (someone else has or had it);
-    ``token``: identifies this claim, so that only its holder can release it."""
+    ``token``: identifies a CLAIMED claim, so that only its holder can release it;
+    ``done_by``: for DONE, the fingerprint the completing request left (may be empty)."""
 
     __slots__ = ()
 
@@ -39,6 +41,7 @@ class MemoryStore:
     """
 
     def __init__(self, max_entries: int = 100000, clock: "Callable[[], float]" = time.monotonic) -> None:
+        # key -> (state, token if in flight or fingerprint if done, expiry)
         self._entries = OrderedDict()  # type: OrderedDict[str, Tuple[str, str, float]]
         self._max_entries = max_entries
         self._clock = clock
@@ -69,15 +72,17 @@ class MemoryStore:
         now = self._clock()
         with self._lock:
             entry = self._live(key, now)
-            if entry is not None and not (entry[0] == IN_FLIGHT and token and entry[1] == token):
-                return Claim(entry[0], "")
+            if entry is not None and entry[0] == DONE:
+                return Claim(DONE, "", entry[1])
+            if entry is not None and not (token and entry[1] == token):
+                return Claim(IN_FLIGHT, "", "")
             token = token or str(next(self._tokens))
             self._put(key, (IN_FLIGHT, token, now + lease_s))
-            return Claim(CLAIMED, token)
+            return Claim(CLAIMED, token, "")
 
-    def complete(self, key: str, retention_s: float) -> None:
+    def complete(self, key: str, retention_s: float, done_by: str = "") -> None:
         with self._lock:
-            self._put(key, (DONE, "", self._clock() + retention_s))
+            self._put(key, (DONE, done_by, self._clock() + retention_s))
 
     def release(self, key: str, token: str) -> None:
         with self._lock:
@@ -102,7 +107,7 @@ return 0
 class RedisStore:
     """Store shared by every instance: ``SET NX PX`` claims, compare-and-delete releases.
 
-    Values are ``in_flight:<token>`` or ``done``. Every call is bounded by the client's socket
+    Values are ``in_flight:<token>`` or ``done:<fingerprint>``. Every call is bounded by the client's socket
     timeouts so a slow Redis cannot push the reply past DingTalk's 1500 ms.
     """
 
@@ -139,20 +144,22 @@ class RedisStore:
         name = self._prefix + key
         lease_ms = max(1, int(lease_s * 1000))
         if token and self._call(self._renew, keys=[name], args=[IN_FLIGHT + ":" + token, lease_ms]):
-            return Claim(CLAIMED, token)
+            return Claim(CLAIMED, token, "")
         new_token = token or _random_token()
         value = IN_FLIGHT + ":" + new_token
         for _attempt in range(3):
             if self._call(self._client.set, name, value, nx=True, px=lease_ms):
-                return Claim(CLAIMED, new_token)
+                return Claim(CLAIMED, new_token, "")
             current = self._call(self._client.get, name)
             if current is not None:
-                return Claim(DONE if current == b"done" else IN_FLIGHT, "")
+                state, _, detail = current.decode("utf-8", "replace").partition(":")
+                return Claim(DONE, "", detail) if state == DONE else Claim(IN_FLIGHT, "", "")
             # the key expired between SET and GET: try to claim it again
-        return Claim(IN_FLIGHT, "")
+        return Claim(IN_FLIGHT, "", "")
 
-    def complete(self, key: str, retention_s: float) -> None:
-        self._call(self._client.set, self._prefix + key, DONE, px=max(1, int(retention_s * 1000)))
+    def complete(self, key: str, retention_s: float, done_by: str = "") -> None:
+        value = DONE + ":" + done_by
+        self._call(self._client.set, self._prefix + key, value, px=max(1, int(retention_s * 1000)))
 
     def release(self, key: str, token: str) -> None:
         self._call(self._release, keys=[self._prefix + key], args=[IN_FLIGHT + ":" + token])

@@ -29,7 +29,6 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
 logger = logging.getLogger("dingtalk_fc")
 
 PRODUCT_NAME = "dingtalk-fc-callback"
-REPLAY_PREFIX = "replay:"
 MAX_NONCE_CHARS = 64
 TIMESTAMP_PATTERN = re.compile(r"[0-9]{1,16}\Z")  # milliseconds since the epoch
 
@@ -230,8 +229,7 @@ class CallbackPipeline:
             return self._success()
         event = Event(data, plaintext)
         self._describe(event, record)
-        fingerprint = REPLAY_PREFIX + f"{signature}:{timestamp}:{nonce}"
-        self._deliver_once(event, fingerprint, request, record)
+        self._deliver(event, signature, request, record)  # the signature covers timestamp and nonce
         return self._success()
 
     def _verify(self, signature: str, timestamp: str, nonce: str, encrypt: str) -> dingtalk_crypto.DingTalkCrypto:
@@ -255,31 +253,18 @@ class CallbackPipeline:
         record["event_id"] = event.key
         record.update(event.identifiers)
 
-    def _deliver_once(self, event: Event, fingerprint: str, request: CallbackRequest, record: "Dict[str, Any]") -> None:
-        """Refuse an exact replay of an accepted request, then deliver; a failure forgets the
-        request so that DingTalk may send it again as it was."""
-        replay_window = self._settings.timestamp_tolerance_s or self._settings.dedup_retention_s
-        replay = self._claim(fingerprint, record)
-        if replay is not None and replay.state != CLAIMED:
-            problem = errors.REPLAYED_REQUEST if replay.state == DONE else errors.EVENT_IN_FLIGHT
-            raise RequestRejected(problem, outcome="in_flight" if replay.state != DONE else "rejected")
-        try:
-            self._deliver(event, request, record)
-        except BaseException:
-            self._release(fingerprint, replay, record)
-            raise
-        self._complete(fingerprint, replay, replay_window, record)
-
-    def _deliver(self, event: Event, request: CallbackRequest, record: "Dict[str, Any]") -> None:
+    def _deliver(self, event: Event, fingerprint: str, request: CallbackRequest, record: "Dict[str, Any]") -> None:
+        """Run (or hand off) the event unless it is done or in flight; ``fingerprint`` identifies
+        this exact request, so that replaying it is refused while a redelivery is acknowledged."""
         store_key = self._key_prefix + event.key
-        run, claim = self._claim_event(store_key, record)
+        run, claim = self._claim_event(store_key, record, fingerprint)
         if not run:
             return
         route = self._router.route(event.type)
         if route is not None and self._is_deferred(route):
-            self._hand_off(event, store_key, claim, request, record)
+            self._hand_off(event, fingerprint, store_key, claim, request, record)
             return
-        self._run(event, route, store_key, claim, record)
+        self._run(event, route, store_key, claim, fingerprint, record)
 
     def _is_deferred(self, route: Route) -> bool:
         return route.deferred if route.deferred is not None else self._settings.defer_all
@@ -290,6 +275,7 @@ class CallbackPipeline:
         route: "Optional[Route]",
         store_key: str,
         claim: "Optional[Claim]",
+        fingerprint: str,
         record: "Dict[str, Any]",
     ) -> None:
         try:
@@ -298,7 +284,7 @@ class CallbackPipeline:
             logger.exception("handler for %s failed (event %s)", event.type, event.key)
             self._release(store_key, claim, record)
             raise RequestRejected(errors.HANDLER_FAILED, outcome="failed") from None
-        self._complete(store_key, claim, self._settings.dedup_retention_s, record)
+        self._complete(store_key, claim, fingerprint, record)
         if extra:
             record.update(extra)
         unhandled = route is None or route.catch_all
@@ -308,6 +294,7 @@ class CallbackPipeline:
     def _hand_off(
         self,
         event: Event,
+        fingerprint: str,
         store_key: str,
         claim: "Optional[Claim]",
         request: CallbackRequest,
@@ -318,6 +305,7 @@ class CallbackPipeline:
         job = {
             "key": event.key,
             "token": claim.token if claim is not None else "",
+            "fingerprint": fingerprint,
             "encrypt": self._current.encrypt(event.plaintext),
             "request_id": request.request_id,
         }
@@ -332,11 +320,14 @@ class CallbackPipeline:
     # -- the store, failing open or closed -----------------------------------------------------
 
     def _claim_event(
-        self, store_key: str, record: "Dict[str, Any]", token: "Optional[str]" = None
+        self, store_key: str, record: "Dict[str, Any]", fingerprint: str, token: "Optional[str]" = None
     ) -> "Tuple[bool, Optional[Claim]]":
         """``(run the handler?, the claim)``; a duplicate of a done event is not run (and is
-        acknowledged), one still in flight elsewhere is refused with 409 so it stays retryable."""
+        acknowledged), one still in flight elsewhere is refused with 409 so it stays retryable,
+        and an exact replay of the request that completed it is refused with 403."""
         claim = self._claim(store_key, record, token)
+        if claim is not None and claim.state == DONE and fingerprint and claim.done_by == fingerprint:
+            raise RequestRejected(errors.REPLAYED_REQUEST)
         if claim is not None and claim.state == DONE:
             record["outcome"] = "duplicate"
             record["level"] = "info"
@@ -359,11 +350,11 @@ class CallbackPipeline:
             record["detail"] = str(error)
             return None
 
-    def _complete(self, key: str, claim: "Optional[Claim]", retention_s: int, record: "Dict[str, Any]") -> None:
+    def _complete(self, key: str, claim: "Optional[Claim]", fingerprint: str, record: "Dict[str, Any]") -> None:
         if claim is None:
             return
         try:
-            self._store.complete(key, retention_s)
+            self._store.complete(key, self._settings.dedup_retention_s, fingerprint)
         except StoreUnavailable as error:
             record["store_warning"] = "complete failed: " + str(error)
 
@@ -404,9 +395,10 @@ class CallbackPipeline:
         record["event_type"] = event.type
         self._describe(event, record)
         store_key = self._key_prefix + event.key
-        run, claim = self._claim_event(store_key, record, token=job.get("token") or None)
+        fingerprint = str(job.get("fingerprint") or "")
+        run, claim = self._claim_event(store_key, record, "", token=job.get("token") or None)
         if run:
-            self._run(event, self._router.route(event.type), store_key, claim, record)
+            self._run(event, self._router.route(event.type), store_key, claim, fingerprint, record)
 
     def _decrypt_any(self, encrypt: str) -> str:
         """Decrypt a hand-off payload with the current key, or a previous one mid-rotation."""

@@ -220,8 +220,8 @@ def test_memory_store_states_and_expiry():
     assert second.state == CLAIMED  # the first holder's lease ran out
     store.release("k", claim.token)  # a stale holder cannot release the new claim
     assert store.claim("k", 10).state == IN_FLIGHT
-    store.complete("k", 60)
-    assert store.claim("k", 10).state == DONE
+    store.complete("k", 60, done_by="sig-1")
+    assert store.claim("k", 10) == (DONE, "", "sig-1")
     clock.now += 61
     assert store.claim("k", 10).state == CLAIMED
 

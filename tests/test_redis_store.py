@@ -26,8 +26,8 @@ def test_claim_complete_release_cycle(redis_url):
     assert store.claim("k1", 10).state == IN_FLIGHT
     store.release("k1", claim.token)
     assert store.claim("k1", 10).state == CLAIMED
-    store.complete("k1", 60)
-    assert store.claim("k1", 10).state == DONE
+    store.complete("k1", 60, done_by="signature-of-the-request")
+    assert store.claim("k1", 10) == (DONE, "", "signature-of-the-request")
     ttl_ms = redis.Redis.from_url(redis_url).pttl("dingtalk-fc:k1")
     assert 55_000 < ttl_ms <= 60_000
 
