@@ -115,28 +115,27 @@ def _one_of(params: "Dict[str, str]", preferred: str, alternative: str, missing:
     return value
 
 
+def parse_object(text: str, not_object: Problem, field: str, missing: Problem) -> "Dict[str, Any]":
+    """A JSON object with a non-empty string ``field``, or the matching refusal."""
+    data = parse_json(text, errors.JSON_TOO_DEEP, not_object)
+    if not isinstance(data, dict):
+        raise RequestRejected(not_object)
+    value = data.get(field)
+    if not isinstance(value, str) or not value:
+        raise RequestRejected(missing)
+    return data
+
+
 def parse_encrypt(body: bytes) -> str:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise RequestRejected(errors.BODY_NOT_UTF8) from None
-    payload = parse_json(text, errors.JSON_TOO_DEEP, errors.BODY_NOT_JSON)
-    if not isinstance(payload, dict):
-        raise RequestRejected(errors.BODY_NOT_JSON)
-    encrypt = payload.get("encrypt")
-    if not isinstance(encrypt, str) or not encrypt:
-        raise RequestRejected(errors.MISSING_ENCRYPT)
-    return encrypt
+    return parse_object(text, errors.BODY_NOT_JSON, "encrypt", errors.MISSING_ENCRYPT)["encrypt"]
 
 
 def parse_event(plaintext: str) -> "Dict[str, Any]":
-    data = parse_json(plaintext, errors.JSON_TOO_DEEP, errors.PLAINTEXT_NOT_OBJECT)
-    if not isinstance(data, dict):
-        raise RequestRejected(errors.PLAINTEXT_NOT_OBJECT)
-    event_type = data.get("EventType")
-    if not isinstance(event_type, str) or not event_type:
-        raise RequestRejected(errors.MISSING_EVENT_TYPE)
-    return data
+    return parse_object(plaintext, errors.PLAINTEXT_NOT_OBJECT, "EventType", errors.MISSING_EVENT_TYPE)
 
 
 def refuse(rejection: RequestRejected, record: "Dict[str, Any]") -> CallbackResponse:
@@ -386,9 +385,7 @@ class CallbackPipeline:
         return record["outcome"]
 
     def _run_deferred(self, payload: bytes, record: "Dict[str, Any]") -> None:
-        job = parse_json(payload.decode("utf-8", "replace"), errors.JSON_TOO_DEEP, errors.BODY_NOT_JSON)
-        if not isinstance(job, dict) or not isinstance(job.get("encrypt"), str):
-            raise RequestRejected(errors.MISSING_ENCRYPT)
+        job = parse_object(payload.decode("utf-8", "replace"), errors.BODY_NOT_JSON, "encrypt", errors.MISSING_ENCRYPT)
         record["handoff_request_id"] = job.get("request_id")
         plaintext = self._decrypt_any(job["encrypt"])
         event = Event(parse_event(plaintext), plaintext, key=job.get("key") or None)

@@ -101,16 +101,20 @@ class BackgroundServer:
         self.httpd.server_close()
 
 
+def check_url_against(app):
+    server = BackgroundServer(app)
+    try:
+        return run_cli("check-url", server.url)
+    finally:
+        server.close()
+
+
 def test_non_json_reply_is_reported(keys):
     def html(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/html")])
         return [b"<html>nginx default page</html>"]
 
-    server = BackgroundServer(html)
-    try:
-        code, output = run_cli("check-url", server.url)
-    finally:
-        server.close()
+    code, output = check_url_against(html)
     assert code == 1
     assert "reply is not JSON" in output
 
@@ -124,11 +128,7 @@ def test_slow_reply_warns_about_the_deadline(keys):
         time.sleep(1.6)
         return harness.app(environ, start_response)
 
-    server = BackgroundServer(slow)
-    try:
-        code, output = run_cli("check-url", server.url)
-    finally:
-        server.close()
+    code, output = check_url_against(slow)
     assert code == 0
     assert "WARN check_url" in output
     assert "over DingTalk's 1500 ms deadline" in output
