@@ -90,9 +90,6 @@ class MemoryStore:
             if entry is not None and entry[0] == IN_FLIGHT and entry[1] == token:
                 del self._entries[key]
 
-    def ping(self) -> None:
-        """Memory is always there; present so both stores can be probed alike."""
-
 
 _RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -163,9 +160,6 @@ class RedisStore:
 
     def release(self, key: str, token: str) -> None:
         self._call(self._release, keys=[self._prefix + key], args=[IN_FLIGHT + ":" + token])
-
-    def ping(self) -> None:
-        self._call(self._client.ping)
 
 
 def _random_token() -> str:

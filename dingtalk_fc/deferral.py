@@ -119,17 +119,10 @@ class ThreadDeferrer(Deferrer):
 
     def __init__(self, run_worker: "Callable[[bytes, str], Any]") -> None:
         self._run_worker = run_worker
-        self._threads = []  # type: list
 
     def hand_off(self, task_id: str, payload: bytes, context: "Any") -> None:
-        thread = threading.Thread(target=self._work, args=(payload, task_id), name=task_id, daemon=True)
-        self._threads.append(thread)
-        thread.start()
+        threading.Thread(target=self._work, args=(payload, task_id), name=task_id, daemon=True).start()
 
     def _work(self, payload: bytes, task_id: str) -> None:
         with contextlib.suppress(Exception):  # the worker logged it; FC would retry, locally we stop
             self._run_worker(payload, task_id)
-
-    def join(self, timeout_s: float = 30.0) -> None:
-        for thread in list(self._threads):
-            thread.join(timeout_s)

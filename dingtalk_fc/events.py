@@ -4,7 +4,7 @@ import hashlib
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
-    from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+    from typing import Any, Dict, Mapping, Optional, Sequence
 
 CHECK_URL = "check_url"
 
@@ -112,7 +112,3 @@ class Event:
     def dept_ids(self) -> "Sequence[Any]":
         ids = self.first("deptId", "DeptId", default=[])
         return ids if isinstance(ids, list) else [ids]
-
-    def to_payload(self) -> "Tuple[str, str]":
-        """What a deferred hand-off carries: the key and the plaintext."""
-        return self.key, self._plaintext

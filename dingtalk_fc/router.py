@@ -56,7 +56,3 @@ class Router:
 
     def route(self, event_type: str) -> "Optional[Route]":
         return self._routes.get(event_type, self._catch_all)
-
-    @property
-    def event_types(self):
-        return sorted(self._routes)
