@@ -379,6 +379,10 @@ class CallbackPipeline:
         except RequestRejected as rejection:
             refuse(rejection, record)
             raise
+        except Exception:
+            logger.exception("worker failed (request %s)", request_id)
+            refuse(RequestRejected(errors.INTERNAL_ERROR, outcome="failed"), record)
+            raise
         finally:
             record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
             self._records.write(record)

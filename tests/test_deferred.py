@@ -38,19 +38,24 @@ class SlowHandler:
 
 
 @pytest.fixture
-def deferred(make_harness):
-    """A callback function whose approval handler is deferred, wired to a local FC API."""
+def deferred(make_harness, monkeypatch):
+    """A callback function whose approval handler is deferred, wired to a local FC API whose
+    asynchronous invocations run ``index.worker`` (over the same function configuration)."""
+    import index
+
     stubs = []
+
+    def run_index_worker(payload, request_id):
+        return index.worker(payload, FakeFcContext(request_id=request_id, function="worker"))
 
     def make(handler, **environ):
         router = Router()
         router.on("bpms_instance_change", deferred=True)(handler)
         router.on("user_add_org")(lambda event: None)
-        harness_box = {}
-        stub = FcApiStub(lambda payload, rid: harness_box["h"].runtime.run_worker(payload, rid), CREDENTIALS)
+        stub = FcApiStub(run_index_worker, CREDENTIALS)
         stubs.append(stub)
         harness = make_harness(router, DINGTALK_WORKER_FUNCTION="worker", DINGTALK_FC_ENDPOINT=stub.endpoint, **environ)
-        harness_box["h"] = harness
+        monkeypatch.setattr(index, "runtime", harness.runtime)
         return harness, stub
 
     yield make
@@ -164,7 +169,7 @@ def test_deferred_without_a_worker_is_a_failed_hand_off(make_harness):
     assert harness.send(EVENT).status == 503
 
 
-def test_index_worker_runs_a_hand_off_payload(deferred, monkeypatch):
+def test_index_worker_runs_a_hand_off_payload(deferred):
     import index
 
     handler = SlowHandler()
@@ -179,7 +184,6 @@ def test_index_worker_runs_a_hand_off_payload(deferred, monkeypatch):
             "request_id": "r",
         }
     ).encode()
-    monkeypatch.setattr(index, "runtime", harness.runtime)
     assert index.worker(payload, FakeFcContext(request_id="worker-1")) == "handled"
     assert index.worker(payload, FakeFcContext(request_id="worker-2")) == "duplicate"
     assert handler.finished == ["direct-1"]
