@@ -46,10 +46,13 @@ def fc_app(handler: Any) -> Any:
     return app
 
 
-def _stop_on_sigterm() -> None:
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop the server, even where a parent shell started it ignoring SIGINT."""
+
     def raise_interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, raise_interrupt)
     signal.signal(signal.SIGTERM, raise_interrupt)
 
 
@@ -79,7 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("try it:  .venv/bin/python -m dingtalk_fc_dev check-url " + url, file=sys.stderr)
     print("         .venv/bin/python -m dingtalk_fc_dev trigger user_add_org --url " + url, file=sys.stderr)
     sys.stderr.flush()
-    _stop_on_sigterm()
+    _stop_on_signals()
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
