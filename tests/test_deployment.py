@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, scan_for_leaks
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 from package import RUNTIMES, find_interpreter
@@ -147,6 +147,7 @@ def test_package_answers_under_its_runtime_python(package, redis_url, with_redis
     code = f"import sys; sys.path[:0] = [{path!r}]; sys.argv = ['smoke'] + sys.argv[1:]; exec(open({smoke!r}).read())"
     args = [python, "-S", "-c", code] + ([redis_url] if with_redis else [])
     result = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd="/")
+    scan_for_leaks(result.stdout + result.stderr, f"package smoke {runtime}")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.split("SMOKE ", 1)[1])
     assert summary["python"] == version

@@ -10,7 +10,7 @@ import time
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
-from conftest import ROOT, TEST_ENV
+from conftest import ROOT, TEST_ENV, scan_for_leaks
 
 from dingtalk_fc_dev import catalog, cli
 from dingtalk_fc_dev.demo import DEMO_ENVIRONMENT
@@ -20,6 +20,7 @@ from dingtalk_fc_dev.testkit import CallbackHarness, DingTalkSender
 def run_cli(*argv):
     out = io.StringIO()
     code = cli.main(list(argv), out=out)
+    scan_for_leaks(out.getvalue(), "cli " + " ".join(argv[:1]))
     return code, out.getvalue()
 
 
