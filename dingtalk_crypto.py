@@ -1,6 +1,7 @@
 """DingTalk's callback cipher: signature, AES-256-CBC envelope and the signed reply.
 
-Byte-compatible with DingTalk (see README, "The cipher"):
+Byte-compatible with DingTalk, and checked against its published test vectors
+(``tests/data/vectors.json``):
 
 * ``key = b64decode(aes_key + "=")`` (32 bytes), ``iv = key[:16]``;
 * plaintext = 16 random bytes | uint32 big-endian UTF-8 byte length | message | owner key,
@@ -152,9 +153,10 @@ class _FixedIvCbc:
     """AES-256-CBC under one key and DingTalk's fixed IV, keyed once per process.
 
     ``AES.new`` costs more than the AES work of a callback-sized message, so one encryptor and
-    one decryptor are kept. CBC chains every block on the previous ciphertext block; XOR-ing the
-    first block with (last chained block XOR iv) makes a kept stream behave exactly like a
-    freshly started one, on the way in and on the way out.
+    one decryptor are kept. CBC chains every block on the previous ciphertext block, so only a
+    message's first block depends on where a kept stream stood: encrypting, that block is XOR-ed
+    with (last chained block XOR iv), which makes the stream behave exactly like a fresh one;
+    decrypting, that block is DingTalk's random prefix, which nobody reads, and is dropped.
     """
 
     def __init__(self, key: bytes) -> None:
