@@ -55,7 +55,8 @@ class Runtime:
             if self._pipeline is not None or self._error is not None:
                 return
             try:
-                self._pipeline = self._build(load_settings(self._environ or os.environ))
+                environ = os.environ if self._environ is None else self._environ
+                self._pipeline = self._build(load_settings(environ))
             except ConfigError as error:
                 self._error = error
                 logger.error("configuration error: %s", error)
