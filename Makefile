@@ -26,7 +26,7 @@ $(NODE_STAMP): package.json package-lock.json
 	touch $@
 
 redis-server:
-	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check .
