@@ -20,7 +20,8 @@ from dingtalk_fc_dev.testkit import CallbackHarness, DingTalkSender
 def run_cli(*argv):
     out = io.StringIO()
     code = cli.main(list(argv), out=out)
-    scan_for_leaks(out.getvalue(), "cli " + " ".join(argv[:1]))
+    if argv[0] != "decrypt":  # showing a captured plaintext to the developer is decrypt's job
+        scan_for_leaks(out.getvalue(), "cli " + argv[0])
     return code, out.getvalue()
 
 
