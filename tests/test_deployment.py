@@ -98,7 +98,7 @@ def test_vermin_would_catch_newer_syntax(tmp_path):
     assert vermin(str(sample)).returncode != 0
 
 
-@pytest.fixture(scope="module", params=["python3", "python3.10"])
+@pytest.fixture(scope="module", params=["python3", "python3.10", "python3.12"])
 def package(request, tmp_path_factory):
     output = tmp_path_factory.mktemp("package") / request.param
     subprocess.run(

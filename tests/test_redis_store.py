@@ -124,13 +124,23 @@ def test_fail_closed_replies_503(make_harness, redis_url, paused_redis, how):
     assert harness.send({"EventType": "check_url"}).status == 200  # no store needed
 
 
-def test_redis_client_is_imported_only_when_configured():
+@pytest.mark.parametrize(
+    ("extra", "loaded"),
+    [
+        ({}, ["False", "False"]),
+        ({"DINGTALK_WORKER_FUNCTION": "worker"}, ["False", "False"]),
+        ({"DINGTALK_DEDUP_REDIS_URL": "redis://127.0.0.1:1/0"}, ["True", "False"]),
+    ],
+    ids=["defaults", "worker configured", "redis configured"],
+)
+def test_optional_clients_stay_off_the_cold_start(extra, loaded):
+    """redis only when configured; fc2 only at the first hand-off, even with a worker configured."""
     import subprocess
     import sys
 
     from conftest import ROOT, TEST_ENV
 
     code = "import index, sys; index.runtime.start(); print('redis' in sys.modules, 'fc2' in sys.modules)"
-    env = {**os.environ, **TEST_ENV}
+    env = {**os.environ, **TEST_ENV, **extra}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert result.stdout.split() == ["False", "False"], result.stderr
+    assert result.stdout.split() == loaded, result.stderr
