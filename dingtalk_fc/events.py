@@ -7,6 +7,10 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
     from typing import Any, Dict, Mapping, Optional, Sequence
 
 CHECK_URL = "check_url"
+# Third-party (ISV) suites' URL checks: the reply carries the plaintext's ``Random`` value
+# instead of "success", as DingTalk's official ISV sample answers them.
+SUITE_URL_CHECKS = ("check_create_suite_url", "check_update_suite_url")
+URL_CHECKS = (CHECK_URL, *SUITE_URL_CHECKS)
 
 # Record field -> the spellings DingTalk has used for it across event families and eras.
 IDENTIFIER_FIELDS = (

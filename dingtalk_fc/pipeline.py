@@ -18,7 +18,7 @@ from . import __version__, errors
 from .config import Settings
 from .dedup import CLAIMED, DONE, Claim, StoreUnavailable
 from .errors import Problem, RequestRejected
-from .events import CHECK_URL, Event
+from .events import SUITE_URL_CHECKS, URL_CHECKS, Event
 from .records import RecordWriter
 from .router import Route, Router
 
@@ -221,11 +221,12 @@ class CallbackPipeline:
         except dingtalk_crypto.DecryptionError as error:
             raise RequestRejected.from_cipher_error(error) from None
         data = parse_event(plaintext)
-        record["event_type"] = data["EventType"]
-        if data["EventType"] == CHECK_URL:  # answered here, with no I/O
+        event_type = record["event_type"] = data["EventType"]
+        if event_type in URL_CHECKS:  # answered here, with no I/O
             record["outcome"] = "handled"
             record["level"] = "info"
-            return self._success()
+            random = data.get("Random") if event_type in SUITE_URL_CHECKS else None
+            return self._success(random if isinstance(random, str) else None)
         event = Event(data, plaintext)
         self._describe(event, record)
         self._deliver(event, signature, request, record)  # the signature covers timestamp and nonce
@@ -243,8 +244,9 @@ class CallbackPipeline:
             raise RequestRejected(errors.STALE_TIMESTAMP)
         return cipher
 
-    def _success(self) -> CallbackResponse:
-        return CallbackResponse(200, self._current.reply_body("success"))
+    def _success(self, message: "Optional[str]" = None) -> CallbackResponse:
+        """The signed, encrypted reply: ``success``, or a suite URL check's ``Random``."""
+        return CallbackResponse(200, self._current.reply_body(message or "success"))
 
     @staticmethod
     def _describe(event: Event, record: "Dict[str, Any]") -> None:

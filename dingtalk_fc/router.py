@@ -2,7 +2,7 @@
 
 from collections import namedtuple
 
-from .events import CHECK_URL, Event
+from .events import URL_CHECKS, Event
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
@@ -37,8 +37,9 @@ class Router:
         """
         if not event_types:
             raise ValueError("name at least one EventType")
-        if CHECK_URL in event_types:
-            raise ValueError("check_url is answered by the pipeline itself")
+        answered_by_pipeline = set(URL_CHECKS) & set(event_types)
+        if answered_by_pipeline:
+            raise ValueError(", ".join(sorted(answered_by_pipeline)) + ": answered by the pipeline itself")
 
         def register(handler: "Handler") -> "Handler":
             for event_type in event_types:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 
 from dingtalk_crypto import DingTalkCrypto, DingTalkCryptoError
 from dingtalk_fc import wsgi
+from dingtalk_fc.events import SUITE_URL_CHECKS
 from dingtalk_fc.records import RecordWriter
 from dingtalk_fc.router import Router
 from dingtalk_fc.runtime import Runtime
@@ -80,6 +81,14 @@ class FakeFcContext(_Namespace):
             service=_Namespace(name=service, log_project="", log_store=""),
             function=_Namespace(name=function, handler="index.handler", memory=256, timeout=30),
         )
+
+
+def expected_reply(plaintext: Plaintext) -> str:
+    """The message DingTalk expects back: ``success``, or a suite URL check's ``Random``."""
+    data = json.loads(plaintext) if isinstance(plaintext, str) else plaintext
+    if isinstance(data, dict) and data.get("EventType") in SUITE_URL_CHECKS and isinstance(data.get("Random"), str):
+        return data["Random"]
+    return "success"
 
 
 def as_text(plaintext: Plaintext) -> str:

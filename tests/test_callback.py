@@ -8,8 +8,9 @@ import pytest
 from conftest import CANARY, TEST_ENV, with_canary
 
 from dingtalk_fc import Router
+from dingtalk_fc.events import URL_CHECKS
 from dingtalk_fc_dev import catalog
-from dingtalk_fc_dev.testkit import FakeFcContext
+from dingtalk_fc_dev.testkit import FakeFcContext, expected_reply
 
 ADD_USER = {"EventType": "user_add_org", "eventId": "evt-1", "CorpId": "dingcorp", "userId": ["u1", "u2"]}
 
@@ -76,11 +77,11 @@ def test_every_catalog_event_goes_through_the_pipeline(make_harness, event_type,
     harness = make_harness()
     plaintext = catalog.sample(event_type, variant)
     reply = harness.send(plaintext)
-    assert harness.sender.check_reply(reply.status, reply.body) == "success"
+    assert harness.sender.check_reply(reply.status, reply.body) == expected_reply(plaintext)
     record = harness.last_record
     assert record["event_type"] == event_type
     assert record["outcome"] == "handled"
-    if event_type != "check_url":
+    if event_type not in URL_CHECKS:
         assert record["family"] != "unknown", "every catalog type has a handler in handlers.py"
         expected_id = plaintext.get("eventId") or plaintext.get("BizId")
         assert record["event_id"] == expected_id if expected_id else record["event_id"].startswith("sha256:")
@@ -263,3 +264,35 @@ def test_records_are_single_json_lines(make_harness):
     for line in lines:
         record = json.loads(line)
         assert {"request_id", "outcome", "status", "latency_ms", "level"} <= set(record)
+
+
+def test_suite_url_check_replies_with_its_random(make_harness):
+    """Published vector B is a check_create_suite_url sent during suite creation, when DingTalk
+    uses its default suite key: sent byte for byte, the reply must carry the Random value."""
+    import json as json_module
+    import os
+
+    with open(os.path.join(os.path.dirname(__file__), "data", "vectors.json"), encoding="utf-8") as source:
+        vector = json_module.load(source)["vectors"][1]
+    harness = make_harness(
+        DINGTALK_TOKEN=vector["token"],
+        DINGTALK_AES_KEY=vector["aes_key"],
+        DINGTALK_APP_KEY=vector["owner_key"],
+        DINGTALK_TIMESTAMP_TOLERANCE_SECONDS="0",
+    )
+    from dingtalk_fc_dev.testkit import Delivery, DingTalkSender
+
+    query = f"signature={vector['signature']}&timestamp={vector['timestamp']}&nonce={vector['nonce']}"
+    body = json_module.dumps({"encrypt": vector["encrypt"]}).encode()
+    reply = harness.call(Delivery(query, body, {}).wsgi_environ())
+    sender = DingTalkSender(vector["token"], vector["aes_key"], vector["owner_key"])
+    assert sender.check_reply(reply.status, reply.body) == "LPIdSnlF"
+    assert harness.last_record["event_type"] == "check_create_suite_url"
+    assert harness.last_record["outcome"] == "handled"
+
+
+def test_url_checks_cannot_be_registered():
+    router = Router()
+    for event_type in URL_CHECKS:
+        with pytest.raises(ValueError, match="answered by the pipeline"):
+            router.on(event_type)
