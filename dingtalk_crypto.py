@@ -127,15 +127,17 @@ def decode_aes_key(aes_key: str) -> bytes:
 def decode_base64_strictly(text: str) -> bytes:
     """Standard base64 with padding and nothing else: no line breaks, no stray characters.
 
-    Checked by re-encoding, which is also faster than ``b64decode(validate=True)``'s regex.
+    ``a2b_base64`` skips characters outside the alphabet and stops at padding; any such
+    character makes the decoded length fall short of what the text's length promises, which is
+    checked instead of ``b64decode(validate=True)``'s regex (several times slower on 1 KB).
     """
     try:
         data = binascii.a2b_base64(text)
-        canonical = binascii.b2a_base64(data, newline=False).decode("ascii")
     except (binascii.Error, ValueError, TypeError):
         raise InvalidBase64Error("encrypt is not valid base64") from None
-    if canonical != text:
-        raise InvalidBase64Error("encrypt is not canonical base64")
+    padding = 2 if text.endswith("==") else 1 if text.endswith("=") else 0
+    if len(text) % 4 or len(data) != len(text) // 4 * 3 - padding:
+        raise InvalidBase64Error("encrypt is not valid base64")
     return data
 
 

@@ -150,6 +150,14 @@ def refuse(rejection: RequestRejected, record: "Dict[str, Any]") -> CallbackResp
     return CallbackResponse(problem.status, json.dumps(errors.error_body(problem)).encode())
 
 
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since ``started`` (a ``perf_counter`` reading), to the microsecond.
+
+    Integer division rather than ``round(x, 3)``, which costs more than the rest of the record.
+    """
+    return int((time.perf_counter() - started) * 1000000) / 1000
+
+
 def task_id_for(store_key: str) -> str:
     """FC's stateful-invocation task id for an event: stable, and made of safe characters."""
     return "dingtalk-" + hashlib.sha256(store_key.encode("utf-8", "surrogatepass")).hexdigest()[:48]
@@ -203,7 +211,7 @@ class CallbackPipeline:
             logger.exception("internal error (request %s)", request.request_id)
             response = refuse(RequestRejected(errors.INTERNAL_ERROR, outcome="failed"), record)
         record["status"] = response.status
-        record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        record["latency_ms"] = elapsed_ms(started)
         self._records.write(record)
         return response
 
@@ -386,7 +394,7 @@ class CallbackPipeline:
             refuse(RequestRejected(errors.INTERNAL_ERROR, outcome="failed"), record)
             raise
         finally:
-            record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            record["latency_ms"] = elapsed_ms(started)
             self._records.write(record)
         return record["outcome"]
 

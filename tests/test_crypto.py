@@ -200,3 +200,24 @@ def test_encrypting_a_lone_surrogate_fails_cleanly():
     with pytest.raises(dc.EncryptionError) as raised:
         crypto_for(A).encrypt("\ud800")
     assert raised.value.code == 900007
+
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.binary(max_size=40), st.data())
+def test_strict_base64_refuses_any_stray_character(raw, data):
+    """Valid base64 decodes; one character outside the alphabet inserted anywhere is refused."""
+    text = base64.b64encode(raw).decode()
+    assert dc.decode_base64_strictly(text) == raw
+    stray = data.draw(st.characters(codec="utf-8").filter(lambda c: c not in ALPHABET + "="))
+    position = data.draw(st.integers(0, len(text)))
+    with pytest.raises(dc.InvalidBase64Error):
+        dc.decode_base64_strictly(text[:position] + stray + text[position:])
+
+
+@pytest.mark.parametrize("text", ["QQ==QQ==", "QUJD=", "QUJ=D", "=QUJ", "QUJDRA=A", "QQ", "QUJDRA===", "Q==="])
+def test_strict_base64_refuses_misplaced_or_missing_padding(text):
+    with pytest.raises(dc.InvalidBase64Error):
+        dc.decode_base64_strictly(text)

@@ -12,13 +12,14 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import statistics
 import struct
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -95,13 +96,27 @@ def interleaved(functions: List[Callable[[], Any]], repeat: int) -> List[List[fl
     return samples
 
 
+def paired_ratio(measured: List[float], baseline: List[float]) -> float:
+    """Median of per-round ratios: each pair was sampled back to back, so shares the machine's
+    momentary speed, which on a shared machine moves more than the difference being measured."""
+    return statistics.median(m / b for m, b in zip(measured, baseline))
+
+
 def summary(samples: List[float]) -> Dict[str, float]:
     ordered = sorted(samples)
     return {"median_us": statistics.median(ordered), "p99_us": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]}
 
 
-def warm(repeat: int) -> Dict[str, Any]:
-    """Full WSGI requests through index.handler, the log line written to /dev/null."""
+CASES = ("check_url", "event_1kb")
+
+
+def prepare(case: str, size: int) -> "Tuple[Callable[[], Any], Callable[[], Any], Set[int]]":
+    """``(full request, baseline bare, statuses seen)`` callables for one case.
+
+    check_url is answered without the store: one signed request, sent again and again. Events
+    are distinct (a repeated one would be a refused replay): each is claimed, handled, marked
+    done in the memory store and logged, as in production; ``size`` of them are prepared.
+    """
     os.environ.update(ENVIRONMENT)
     import index
     from dingtalk_fc.records import RecordWriter
@@ -112,27 +127,101 @@ def warm(repeat: int) -> Dict[str, Any]:
     index.runtime.pipeline._records = RecordWriter(sink)
     sender = DingTalkSender(*list(ENVIRONMENT.values())[:3])
     baseline = StraightforwardBaseline(*list(ENVIRONMENT.values())[:3])
+    if case == "check_url":
+        plaintexts = ['{"EventType":"check_url"}']
+    else:
+        plaintexts = [event_of_about(1024, number) for number in range(size)]
+    deliveries = [sender.build(plaintext) for plaintext in plaintexts]
+    encrypts = [json.loads(delivery.body)["encrypt"] for delivery in deliveries]
+    environs = [delivery.wsgi_environ() for delivery in deliveries]
+    position = {"full": 0, "bare": 0}
+    statuses = set()  # type: Set[int]
+
+    def request() -> bytes:
+        index_ = position["full"] % len(environs)
+        position["full"] += 1
+        environ = environs[index_]
+        environ["wsgi.input"] = io.BytesIO(deliveries[index_].body)
+        status, _, reply = call_wsgi(index.handler, environ)
+        statuses.add(status)
+        return reply
+
+    def bare() -> bytes:
+        index_ = position["bare"] % len(encrypts)
+        position["bare"] += 1
+        return baseline.bare(encrypts[index_])
+
+    assert baseline.decrypt(encrypts[0]) == plaintexts[0]
+    return request, bare, statuses
+
+
+def warm(repeat: int) -> Dict[str, Any]:
+    """Full WSGI requests through index.handler (the log line written to /dev/null) against the
+    baseline's bare decrypt + reply, sampled alternately."""
     results = {}
-    for name, plaintext in (("check_url", '{"EventType":"check_url"}'), ("event_1kb", event_of_about(1024))):
-        delivery = sender.build(plaintext)
-        environ = delivery.wsgi_environ()
-        body = delivery.body
-
-        def request(environ=environ, body=body):
-            environ["wsgi.input"] = io.BytesIO(body)
-            return call_wsgi(index.handler, environ)
-
-        status, _, reply = request()
-        assert sender.check_reply(status, reply) == "success", reply
-        encrypt = json.loads(body)["encrypt"]
-        assert baseline.decrypt(encrypt) == plaintext
-        for _ in range(min(repeat, 200)):  # warm up both
+    warmup = min(repeat, 200)
+    for case in CASES:
+        request, bare, statuses = prepare(case, warmup + repeat + BATCH)
+        for _ in range(warmup):
             request()
-            baseline.bare(encrypt)
-        full_samples, bare_samples = interleaved([request, lambda encrypt=encrypt: baseline.bare(encrypt)], repeat)
-        full, bare = summary(full_samples), summary(bare_samples)
-        results[name] = {"full_request": full, "baseline_bare": bare, "ratio": full["median_us"] / bare["median_us"]}
+            bare()
+        full_samples, bare_samples = interleaved([request, bare], repeat)
+        assert statuses == {200}, statuses  # every request was a success, none a refusal
+        results[case] = {
+            "full_request": summary(full_samples),
+            "baseline_bare": summary(bare_samples),
+            "ratio": paired_ratio(full_samples, bare_samples),
+        }
     return results
+
+
+def callgrind_instructions(arguments: List[str]) -> int:
+    """Instructions a Python run executes, counted by valgrind: repeatable on a noisy machine."""
+    env = {**os.environ, **ENVIRONMENT}
+    result = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, *arguments],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(re.search(r"Collected : (\d+)", result.stderr).group(1))
+
+
+def instructions(requests: int) -> Dict[str, Any]:
+    """Per-request instructions (the difference of a run of 5n and of n requests, over 4n), and
+    process start to first reply, both under callgrind: figures that noise does not move."""
+    results = {}  # type: Dict[str, Any]
+    for case in CASES:
+        per_call = {}
+        for kind in ("full", "bare"):
+            runs = [
+                callgrind_instructions([__file__, "--count", case, kind, str(count), str(5 * requests)])
+                for count in (requests, 5 * requests)
+            ]
+            per_call[kind] = (runs[1] - runs[0]) / (4 * requests)
+        results[case] = {**per_call, "ratio": per_call["full"] / per_call["bare"]}
+    code = COLD.format(
+        token=ENVIRONMENT["DINGTALK_TOKEN"], aes=ENVIRONMENT["DINGTALK_AES_KEY"], owner=ENVIRONMENT["DINGTALK_APP_KEY"]
+    )
+    cold_start = {
+        name: callgrind_instructions(["-c", source])
+        for name, source in (("floor", FLOOR), ("floor_with_protocol", FLOOR_WITH_PROTOCOL), ("first_reply", code))
+    }
+    cold_start["ratio"] = cold_start["first_reply"] / cold_start["floor"]
+    cold_start["ratio_to_protocol_floor"] = cold_start["first_reply"] / cold_start["floor_with_protocol"]
+    results["cold"] = cold_start
+    return results
+
+
+def count_worker(case: str, kind: str, count: int, size: int) -> None:
+    """Run ``count`` calls for :func:`instructions`; ``size`` keeps the set-up equal across runs."""
+    request, bare, statuses = prepare(case, size)
+    call = request if kind == "full" else bare
+    for _ in range(count):
+        call()
+    assert statuses <= {200}, statuses
 
 
 def process_seconds(code: str, runs: int, write_bytecode: bool = False) -> List[float]:
@@ -184,26 +273,41 @@ def cold(runs: int) -> Dict[str, Any]:
         samples["floor_with_protocol"] += process_seconds(FLOOR_WITH_PROTOCOL, 1)
         samples["first_reply"] += process_seconds(code, 1)
     result = {name + "_ms": statistics.median(values) * 1000 for name, values in samples.items()}
-    result["ratio"] = result["first_reply_ms"] / result["floor_ms"]
-    result["ratio_to_protocol_floor"] = result["first_reply_ms"] / result["floor_with_protocol_ms"]
+    result["ratio"] = paired_ratio(samples["first_reply"], samples["floor"])
+    result["ratio_to_protocol_floor"] = paired_ratio(samples["first_reply"], samples["floor_with_protocol"])
     return result
 
 
-MEMORY = """
-import io, json, os, resource, sys
+# Peak RSS from /proc (VmHWM): getrusage's ru_maxrss survives execve on Linux, so a child
+# started by a large parent would report the parent's size.
+PEAK_RSS = """
+def PEAK_RSS_KIB():
+    with open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith("VmHWM:")).split()[1])
+"""
+
+MEMORY = (
+    PEAK_RSS
+    + """
+import io, json, os, sys
 import index
+from dingtalk_crypto import DingTalkCrypto
 from dingtalk_fc.records import RecordWriter
-from dingtalk_fc_dev.testkit import DingTalkSender
 index.runtime._records = RecordWriter(open(os.devnull, "w"))
-sender = DingTalkSender({token!r}, {aes!r}, {owner!r})
+dingtalk = DingTalkCrypto({token!r}, {aes!r}, {owner!r})  # the sending side, deployed code only
 for n in range({count}):
     plaintext = '{{"EventType":"check_url"}}' if n % 10 == 0 else {event!r}.replace("bench-0", "bench-%d" % n)
-    environ = sender.build(plaintext).wsgi_environ()
+    encrypt, timestamp, nonce = dingtalk.encrypt(plaintext), dingtalk.timestamp_ms(), dingtalk.new_nonce()
+    query = "msg_signature=%s&timestamp=%s&nonce=%s" % (dingtalk.signature(timestamp, nonce, encrypt), timestamp, nonce)
+    body = json.dumps({{"encrypt": encrypt}}).encode()
+    environ = {{"REQUEST_METHOD": "POST", "QUERY_STRING": query, "CONTENT_LENGTH": str(len(body)),
+               "wsgi.input": io.BytesIO(body)}}
     status = []
     b"".join(index.handler(environ, lambda s, h: status.append(s)))
     assert status == ["200 OK"], status
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(PEAK_RSS_KIB())
 """
+)
 
 
 def memory(count: int) -> Dict[str, Any]:
@@ -217,7 +321,7 @@ def memory(count: int) -> Dict[str, Any]:
     env = {**os.environ, **ENVIRONMENT}
     output = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     floor = subprocess.run(
-        [sys.executable, "-c", FLOOR + "; import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+        [sys.executable, "-c", FLOOR + "\n" + PEAK_RSS + "\nprint(PEAK_RSS_KIB())"],
         check=True,
         capture_output=True,
         text=True,
@@ -234,8 +338,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--repeat", type=int, default=5000, help="warm requests per case")
     parser.add_argument("--cold-runs", type=int, default=30)
     parser.add_argument("--memory-requests", type=int, default=10000)
+    parser.add_argument("--instruction-requests", type=int, default=300, help="0 skips the callgrind counts")
     parser.add_argument("--json", default=os.path.join(ROOT, "bench-results.json"))
+    parser.add_argument("--count", nargs=4, metavar=("CASE", "KIND", "N", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.count:  # a run under callgrind, started by instructions()
+        count_worker(args.count[0], args.count[1], int(args.count[2]), int(args.count[3]))
+        return 0
 
     results = {
         "python": sys.version.split()[0],
@@ -243,6 +352,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "cold": cold(args.cold_runs),
         "memory": memory(args.memory_requests),
     }
+    if args.instruction_requests and shutil.which("valgrind"):
+        results["instructions"] = instructions(args.instruction_requests)
     print(f"{'measure':44} {'value':>12} {'baseline':>12} {'ratio':>7} {'target':>8}")
     for name, case in results["warm"].items():
         full, bare = case["full_request"], case["baseline_bare"]
@@ -266,6 +377,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{'peak RSS after ' + str(mem['requests']) + ' requests (MiB)':44} {mem['peak_rss_mib']:12.1f} "
         f"{mem['floor_rss_mib']:12.1f} {'':7} {TARGETS['peak_rss_mib']:8.1f}"
     )
+    counted = results.get("instructions")
+    if counted:
+        for name in CASES:
+            print(
+                f"{'instructions per ' + name + ' request':44} {counted[name]['full']:12.0f} "
+                f"{counted[name]['bare']:12.0f} {counted[name]['ratio']:7.2f} {TARGETS['warm_ratio']:8.2f}"
+            )
+        print(
+            f"{'instructions, start to first reply':44} {counted['cold']['first_reply']:12.0f} "
+            f"{counted['cold']['floor']:12.0f} {counted['cold']['ratio']:7.2f} {TARGETS['cold_ratio']:8.2f}"
+        )
+        print(
+            f"{'  against floor + hmac + CBC mode':44} {counted['cold']['first_reply']:12.0f} "
+            f"{counted['cold']['floor_with_protocol']:12.0f} {counted['cold']['ratio_to_protocol_floor']:7.2f}"
+        )
     results["targets_met"] = {
         "warm": all(case["ratio"] <= TARGETS["warm_ratio"] for case in results["warm"].values()),
         "cold": cold_result["ratio"] <= TARGETS["cold_ratio"],
