@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,22 +11,11 @@ from conftest import ROOT
 
 def test_bench_runs_and_writes_its_figures(tmp_path):
     output = tmp_path / "bench.json"
+    tiny = {"--repeat": 40, "--cold-runs": 1, "--memory-requests": 30, "--instruction-requests": 2}
+    arguments = [str(part) for option in tiny.items() for part in option]
+    bench = os.path.join(ROOT, "tools", "bench.py")
     result = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "tools", "bench.py"),
-            "--repeat",
-            "40",
-            "--cold-runs",
-            "1",
-            "--memory-requests",
-            "30",
-            "--json",
-            str(output),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, bench, *arguments, "--json", str(output)], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
     assert "warm check_url full request, median (us)" in result.stdout
@@ -34,3 +24,5 @@ def test_bench_runs_and_writes_its_figures(tmp_path):
     assert figures["cold"]["first_reply_ms"] > 0
     assert figures["memory"]["requests"] == 30
     assert set(figures["targets_met"]) == {"warm", "cold", "memory"}
+    if shutil.which("valgrind"):
+        assert figures["instructions"]["event_1kb"]["full"] > figures["instructions"]["check_url"]["full"] > 0
