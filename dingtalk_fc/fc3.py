@@ -1,9 +1,9 @@
 """FC 3.0 adapter: built-in runtimes deliver an HTTP trigger request as a JSON event."""
 
-import base64
-import binascii
 import json
 from urllib.parse import urlencode
+
+from dingtalk_crypto import InvalidBase64Error, decode_base64_strictly
 
 from . import errors
 from .errors import RequestRejected
@@ -26,8 +26,8 @@ def _body(event: "Dict[str, Any]", limit: int) -> bytes:
         if len(body) > (limit + 2) // 3 * 4 + 4:
             raise RequestRejected(errors.BODY_TOO_LARGE)
         try:
-            raw = base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError):
+            raw = decode_base64_strictly(body)
+        except InvalidBase64Error:
             raise RequestRejected(errors.BODY_NOT_JSON) from None
     else:
         raw = body.encode("utf-8", "surrogatepass")

@@ -91,6 +91,11 @@ def test_get_is_the_health_check(harness):
         (lambda h: fc3_event(body=b"y" * 70000, base64_body=True, query={}), 413, 900107),
         (lambda h: b"not json", 400, 900108),
         (lambda h: b"[1, 2]", 400, 900108),
+        (
+            lambda h: json.dumps({**json.loads(fc3_event()), "body": "e30=\n!", "isBase64Encoded": True}).encode(),
+            400,
+            900108,
+        ),
     ],
     ids=[
         "PUT",
@@ -100,6 +105,7 @@ def test_get_is_the_health_check(harness):
         "base64 body too large",
         "event not JSON",
         "event not an object",
+        "body not valid base64",
     ],
 )
 def test_same_error_table_as_fc2(harness, make_event, status, errcode):
