@@ -142,13 +142,19 @@ def decode_base64_strictly(text: str) -> bytes:
 
 
 def describe_owner_key(owner_key: bytes) -> str:
-    """The shape of an owner key (length, first characters) to tell AppKey from CorpId.
+    """The shape of an owner key: its length and which kind of key it looks like.
 
-    Owner keys (AppKey, CorpId, SuiteKey) are identifiers, not secrets; a mismatch is almost
-    always the wrong one of the three configured.
+    Never its characters: on a mismatch the "owner key" is whatever bytes the length field
+    pointed at, so a forged length would otherwise print chosen bytes of the plaintext. The
+    kind tells the usual misconfiguration (a CorpId where the AppKey was meant, a SuiteKey).
     """
-    text = owner_key.decode("ascii", "replace")
-    return f"{len(text)} characters starting {text[:4]!r}"
+    if owner_key.startswith(b"suite"):
+        kind = "a SuiteKey"
+    elif owner_key.startswith(b"ding"):
+        kind = "an AppKey or CorpId"
+    else:
+        kind = "no known key"
+    return f"{len(owner_key)} bytes, shaped like {kind}"
 
 
 class _FixedIvCbc:
@@ -162,6 +168,7 @@ class _FixedIvCbc:
     """
 
     def __init__(self, key: bytes) -> None:
+        self.key = key
         iv = key[:16]
         self._iv = int.from_bytes(iv, "big")
         self._encryptor = AES.new(key, AES.MODE_CBC, iv)
@@ -211,6 +218,14 @@ class DingTalkCrypto:
         self._cbc = _FixedIvCbc(decode_aes_key(aes_key))
         self._clock = clock
         self._random_bytes = random_bytes
+
+    def derive_key(self, purpose: bytes) -> bytes:
+        """A 32-byte key for ``purpose``, bound to both the aes_key and the token.
+
+        HMAC-SHA256 keyed with the AES key: knowing a derived key reveals neither secret, and
+        keys for different purposes are unrelated.
+        """
+        return hmac.new(self._cbc.key, purpose + b"\x00" + self._token.encode("utf-8"), hashlib.sha256).digest()
 
     def __repr__(self) -> str:  # never show the token or the key
         return "DingTalkCrypto(owner_key={!r})".format(self._owner_key.decode("utf-8"))

@@ -26,7 +26,7 @@ def handler(environ: "Dict[str, Any]", start_response: "wsgi.StartResponse") -> 
 
 
 def worker(event: bytes, context: "Any") -> str:
-    return runtime.run_worker(event, wsgi.request_id_of(context))
+    return runtime.run_worker(event, wsgi.request_id_of(context), context)
 
 
 def fc3_handler(event: bytes, context: "Any") -> "Dict[str, Any]":

@@ -39,6 +39,7 @@ SETTINGS_FIELDS = (
     "worker_function",
     "worker_service",
     "fc_endpoint",
+    "request_budget_ms",
 )
 
 
@@ -116,26 +117,63 @@ def _previous_keys(environ: "Mapping[str, str]") -> "List[Tuple[str, str]]":
     return [(_token(environ, "DINGTALK_PREVIOUS_TOKEN"), _aes_key(environ, "DINGTALK_PREVIOUS_AES_KEY"))]
 
 
+REDIS_VARIABLE = "DINGTALK_DEDUP_REDIS_URL"
+# Options a Redis URL may carry. Timeouts and retries are the function's own to set
+# (DINGTALK_DEDUP_TIMEOUT_MS): redis-py lets a URL's options override them.
+REDIS_URL_OPTIONS = {"db", "client_name", "max_connections", "ssl_cert_reqs", "ssl_ca_certs", "ssl_check_hostname"}
+
+
 def _redis_url(environ: "Mapping[str, str]") -> "Optional[str]":
-    url = _optional(environ, "DINGTALK_DEDUP_REDIS_URL")
-    if url and not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("DINGTALK_DEDUP_REDIS_URL", "must start with redis://, rediss:// or unix://")
+    """The URL, checked as redis-py will read it, so a typo fails here and not on every request."""
+    url = _optional(environ, REDIS_VARIABLE)
+    if not url:
+        return None
+    from urllib.parse import parse_qsl, urlsplit  # only when Redis is configured
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(REDIS_VARIABLE, "must start with redis://, rediss:// or unix://")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(REDIS_VARIABLE, "has an invalid port") from None
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigError(REDIS_VARIABLE, "has no host")
+    if parts.scheme != "unix" and port == 0:
+        raise ConfigError(REDIS_VARIABLE, "has an invalid port")
+    database = parts.path.strip("/")
+    if parts.scheme != "unix" and database and not database.isdigit():
+        raise ConfigError(REDIS_VARIABLE, "has a database that is not a number")
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if "timeout" in name or name.startswith("retry") or name == "health_check_interval":
+            raise ConfigError(REDIS_VARIABLE, f"must not set {name}: DINGTALK_DEDUP_TIMEOUT_MS bounds Redis calls")
+        if name not in REDIS_URL_OPTIONS:
+            raise ConfigError(REDIS_VARIABLE, f"has an unknown option {name}")
+        if name in ("db", "max_connections") and not value.isdigit():
+            raise ConfigError(REDIS_VARIABLE, f"has a {name} that is not a number")
     return url
+
+
+# DingTalk waits 1500 ms for the reply; the budget covers only the calls that leave the process.
+MAX_REQUEST_BUDGET_MS = 1400
+# A hand-off job is the event re-encrypted (about the size of DingTalk's body) plus an envelope;
+# FC refuses asynchronous payloads over 128 KB, so a worker caps the accepted body below that.
+MAX_DEFERRABLE_BODY_BYTES = 120 * 1024
 
 
 def load_settings(environ: "Mapping[str, str]") -> Settings:
     """Validate the environment; raise :class:`ConfigError` naming the first bad variable."""
-    return Settings(
+    settings = Settings(
         token=_token(environ, "DINGTALK_TOKEN"),
         aes_key=_aes_key(environ, "DINGTALK_AES_KEY"),
         owner_key=_required(environ, "DINGTALK_APP_KEY"),
         previous_keys=_previous_keys(environ),
-        timestamp_tolerance_s=_integer(environ, "DINGTALK_TIMESTAMP_TOLERANCE_SECONDS", 3600),
+        timestamp_tolerance_s=_integer(environ, "DINGTALK_TIMESTAMP_TOLERANCE_SECONDS", 300),
         max_body_bytes=_integer(environ, "DINGTALK_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
         max_query_bytes=_integer(environ, "DINGTALK_MAX_QUERY_BYTES", 4096, minimum=256),
         dedup_redis_url=_redis_url(environ),
         dedup_retention_s=_integer(environ, "DINGTALK_DEDUP_TTL_SECONDS", 24 * 3600, minimum=1),
-        dedup_in_flight_s=_integer(environ, "DINGTALK_DEDUP_IN_FLIGHT_SECONDS", 600, minimum=1),
+        dedup_in_flight_s=_integer(environ, "DINGTALK_DEDUP_IN_FLIGHT_SECONDS", 900, minimum=1),
         dedup_memory_entries=_integer(environ, "DINGTALK_DEDUP_MEMORY_ENTRIES", 100000, minimum=1),
         dedup_fail_closed=_flag(environ, "DINGTALK_DEDUP_FAIL_CLOSED"),
         dedup_timeout_ms=_integer(environ, "DINGTALK_DEDUP_TIMEOUT_MS", 200, minimum=1),
@@ -143,4 +181,25 @@ def load_settings(environ: "Mapping[str, str]") -> Settings:
         worker_function=_optional(environ, "DINGTALK_WORKER_FUNCTION"),
         worker_service=_optional(environ, "DINGTALK_WORKER_SERVICE"),
         fc_endpoint=_optional(environ, "DINGTALK_FC_ENDPOINT"),
+        request_budget_ms=_integer(environ, "DINGTALK_REQUEST_BUDGET_MS", 1000, minimum=50),
     )
+    _check_relations(settings)
+    return settings
+
+
+def _check_relations(settings: Settings) -> None:
+    """Values that are each valid but together would break "exactly once"."""
+    tolerance = settings.timestamp_tolerance_s
+    if settings.request_budget_ms > MAX_REQUEST_BUDGET_MS:
+        raise ConfigError("DINGTALK_REQUEST_BUDGET_MS", f"must be at most {MAX_REQUEST_BUDGET_MS}: DingTalk waits 1500")
+    if settings.dedup_retention_s < tolerance:
+        # a done event forgotten while its request is still fresh could be replayed and run again
+        raise ConfigError("DINGTALK_DEDUP_TTL_SECONDS", "must be at least DINGTALK_TIMESTAMP_TOLERANCE_SECONDS")
+    if tolerance and settings.dedup_in_flight_s <= tolerance:
+        # a claim whose completion could not be stored must outlive every replay of its request
+        raise ConfigError("DINGTALK_DEDUP_IN_FLIGHT_SECONDS", "must exceed DINGTALK_TIMESTAMP_TOLERANCE_SECONDS")
+    if settings.worker_function and settings.max_body_bytes > MAX_DEFERRABLE_BODY_BYTES:
+        raise ConfigError(
+            "DINGTALK_MAX_BODY_BYTES",
+            f"must be at most {MAX_DEFERRABLE_BODY_BYTES} with a worker (FC's asynchronous payload limit)",
+        )

@@ -13,6 +13,8 @@ import threading
 import time
 from collections import OrderedDict, namedtuple
 
+from .deadline import BudgetSpent
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
     from typing import Any, Callable, Optional, Tuple
@@ -34,61 +36,84 @@ class StoreUnavailable(Exception):
     """The store could not answer in time; the caller fails open or closed as configured."""
 
 
-class MemoryStore:
-    """Bounded, thread-safe store with per-key expiry and least-recently-used eviction.
+class StoreFull(Exception):
+    """Every entry of the bounded memory store is a live in-flight claim: none may be dropped."""
 
-    Correct for a single instance only: FC runs several instances, each with its own memory.
+
+class MemoryStore:
+    """Bounded, thread-safe store with per-key expiry.
+
+    When full, the least recently used *done* entry makes room; a live in-flight claim is never
+    dropped (that would let a redelivery run beside the first run), so a store full of them
+    refuses new claims with :class:`StoreFull`. Correct for a single instance only: FC runs
+    several instances, each with its own memory.
     """
 
     def __init__(self, max_entries: int = 100000, clock: "Callable[[], float]" = time.monotonic) -> None:
-        # key -> (state, token if in flight or fingerprint if done, expiry)
-        self._entries = OrderedDict()  # type: OrderedDict[str, Tuple[str, str, float]]
+        self._in_flight = OrderedDict()  # type: OrderedDict[str, Tuple[str, float]]  # key -> (token, expiry)
+        self._done = OrderedDict()  # type: OrderedDict[str, Tuple[str, float]]  # key -> (done_by, expiry)
         self._max_entries = max_entries
         self._clock = clock
         self._lock = threading.Lock()
         self._tokens = itertools.count(1)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._in_flight) + len(self._done)
 
-    def _live(self, key: str, now: float) -> "Optional[Tuple[str, str, float]]":
-        entry = self._entries.get(key)
-        if entry is None:
+    @staticmethod
+    def _live(entries: "OrderedDict[str, Tuple[str, float]]", key: str, now: float) -> "Optional[Tuple[str, float]]":
+        entry = entries.get(key)
+        if entry is not None and entry[1] <= now:
+            del entries[key]
             return None
-        if entry[2] <= now:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
         return entry
 
-    def _put(self, key: str, entry: "Tuple[str, str, float]") -> None:
-        self._entries[key] = entry
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+    def _make_room(self, now: float) -> None:
+        """Drop expired claims, then done entries from the least recently used, until one fits."""
+        while len(self) >= self._max_entries and self._in_flight:
+            oldest_key, (_token, expiry) = next(iter(self._in_flight.items()))
+            if expiry > now:
+                break
+            del self._in_flight[oldest_key]
+        while len(self) >= self._max_entries and self._done:
+            self._done.popitem(last=False)
+        if len(self) >= self._max_entries:
+            raise StoreFull(f"{len(self._in_flight)} events in flight")
 
-    def claim(self, key: str, lease_s: float, token: "Optional[str]" = None) -> Claim:
-        """Claim ``key`` for ``lease_s`` seconds; passing the holder's ``token`` renews its claim."""
+    def claim(
+        self, key: str, lease_s: float, token: "Optional[str]" = None, adopt: bool = False, deadline: "Any" = None
+    ) -> Claim:
+        """Claim ``key`` for ``lease_s`` seconds (with ``token`` if given); ``adopt`` also takes
+        over (and renews) a claim that already holds ``token``."""
         now = self._clock()
         with self._lock:
-            entry = self._live(key, now)
-            if entry is not None and entry[0] == DONE:
-                return Claim(DONE, "", entry[1])
-            if entry is not None and not (token and entry[1] == token):
+            done = self._live(self._done, key, now)
+            if done is not None:
+                self._done.move_to_end(key)
+                return Claim(DONE, "", done[0])
+            held = self._live(self._in_flight, key, now)
+            if held is not None and not (adopt and token and held[0] == token):
                 return Claim(IN_FLIGHT, "", "")
+            if held is None:
+                self._make_room(now)
             token = token or str(next(self._tokens))
-            self._put(key, (IN_FLIGHT, token, now + lease_s))
+            self._in_flight.pop(key, None)
+            self._in_flight[key] = (token, now + lease_s)  # kept in order of expiry for _make_room
             return Claim(CLAIMED, token, "")
 
-    def complete(self, key: str, retention_s: float, done_by: str = "") -> None:
+    def complete(self, key: str, retention_s: float, done_by: str = "", deadline: "Any" = None) -> None:
         with self._lock:
-            self._put(key, (DONE, done_by, self._clock() + retention_s))
+            self._in_flight.pop(key, None)
+            self._done.pop(key, None)
+            self._done[key] = (done_by, self._clock() + retention_s)
+            if len(self) > self._max_entries:
+                self._done.popitem(last=False)
 
-    def release(self, key: str, token: str) -> None:
+    def release(self, key: str, token: str, deadline: "Any" = None) -> None:
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] == IN_FLIGHT and entry[1] == token:
-                del self._entries[key]
+            held = self._in_flight.get(key)
+            if held is not None and held[0] == token:
+                del self._in_flight[key]
 
 
 _RELEASE_SCRIPT = """
@@ -131,35 +156,43 @@ class RedisStore:
         )
         return cls(client, prefix)
 
-    def _call(self, operation: "Callable[..., Any]", *args: "Any", **kwargs: "Any") -> "Any":
+    def _call(self, deadline: "Any", operation: "Callable[..., Any]", *args: "Any", **kwargs: "Any") -> "Any":
+        """One Redis command, bounded by the socket timeouts and by the request's ``deadline``
+        (which also covers the name lookup of a reconnect)."""
         try:
-            return operation(*args, **kwargs)
+            if deadline is None:
+                return operation(*args, **kwargs)
+            return deadline.call(operation, *args, **kwargs)
         except self._errors as error:
             raise StoreUnavailable(f"redis: {type(error).__name__}") from None
+        except BudgetSpent:
+            raise StoreUnavailable("redis: request budget spent") from None
 
-    def claim(self, key: str, lease_s: float, token: "Optional[str]" = None) -> Claim:
+    def claim(
+        self, key: str, lease_s: float, token: "Optional[str]" = None, adopt: bool = False, deadline: "Any" = None
+    ) -> Claim:
         name = self._prefix + key
         lease_ms = max(1, int(lease_s * 1000))
-        if token and self._call(self._renew, keys=[name], args=[IN_FLIGHT + ":" + token, lease_ms]):
+        if adopt and token and self._call(deadline, self._renew, keys=[name], args=[IN_FLIGHT + ":" + token, lease_ms]):
             return Claim(CLAIMED, token, "")
         new_token = token or _random_token()
         value = IN_FLIGHT + ":" + new_token
         for _attempt in range(3):
-            if self._call(self._client.set, name, value, nx=True, px=lease_ms):
+            if self._call(deadline, self._client.set, name, value, nx=True, px=lease_ms):
                 return Claim(CLAIMED, new_token, "")
-            current = self._call(self._client.get, name)
+            current = self._call(deadline, self._client.get, name)
             if current is not None:
                 state, _, detail = current.decode("utf-8", "replace").partition(":")
                 return Claim(DONE, "", detail) if state == DONE else Claim(IN_FLIGHT, "", "")
             # the key expired between SET and GET: try to claim it again
         return Claim(IN_FLIGHT, "", "")
 
-    def complete(self, key: str, retention_s: float, done_by: str = "") -> None:
+    def complete(self, key: str, retention_s: float, done_by: str = "", deadline: "Any" = None) -> None:
         value = DONE + ":" + done_by
-        self._call(self._client.set, self._prefix + key, value, px=max(1, int(retention_s * 1000)))
+        self._call(deadline, self._client.set, self._prefix + key, value, px=max(1, int(retention_s * 1000)))
 
-    def release(self, key: str, token: str) -> None:
-        self._call(self._release, keys=[self._prefix + key], args=[IN_FLIGHT + ":" + token])
+    def release(self, key: str, token: str, deadline: "Any" = None) -> None:
+        self._call(deadline, self._release, keys=[self._prefix + key], args=[IN_FLIGHT + ":" + token])
 
 
 def _random_token() -> str:

@@ -9,11 +9,12 @@ worker costs nothing to cold starts that defer nothing.
 import contextlib
 import threading
 
+from .deadline import BudgetSpent, Deadline
 from .pipeline import Deferrer, HandOffError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
-    from typing import Any, Callable, Optional
+    from typing import Any, Callable, Dict, Optional
 
 ASYNC_HEADERS = {"x-fc-invocation-type": "Async"}
 TASK_ID_HEADER = "x-fc-stateful-async-invocation-id"
@@ -101,14 +102,20 @@ class FcAsyncDeferrer(Deferrer):
                 self._clients[cache_key] = client
         return client
 
-    def hand_off(self, task_id: str, payload: bytes, context: "Any") -> None:
-        import fc2
-
+    def hand_off(self, task_id: str, payload: bytes, context: "Any", deadline: Deadline) -> None:
         if context is None or getattr(context, "credentials", None) is None:
             raise HandOffError("no FC context with credentials")
-        service = self._service or context.service.name
         headers = dict(ASYNC_HEADERS)
         headers[TASK_ID_HEADER] = task_id
+        try:  # the budget covers fc2's first import, name resolution and a trickling answer
+            deadline.call(self._invoke, context, headers, payload)
+        except BudgetSpent:
+            raise HandOffError("FC did not answer within the request budget") from None
+
+    def _invoke(self, context: "Any", headers: "Dict[str, str]", payload: bytes) -> None:
+        import fc2
+
+        service = self._service or context.service.name
         try:
             self._client(context).invoke_function(service, self._function, payload=payload, headers=headers)
         except fc2.fc_exceptions.FcError as error:
@@ -120,12 +127,12 @@ class FcAsyncDeferrer(Deferrer):
 class ThreadDeferrer(Deferrer):
     """Runs the worker in a background thread of this process: ``make run`` and tests only."""
 
-    def __init__(self, run_worker: "Callable[[bytes, str], Any]") -> None:
+    def __init__(self, run_worker: "Callable[[bytes, str, Any], Any]") -> None:
         self._run_worker = run_worker
 
-    def hand_off(self, task_id: str, payload: bytes, context: "Any") -> None:
-        threading.Thread(target=self._work, args=(payload, task_id), name=task_id, daemon=True).start()
+    def hand_off(self, task_id: str, payload: bytes, context: "Any", deadline: Deadline) -> None:
+        threading.Thread(target=self._work, args=(payload, task_id, context), name=task_id, daemon=True).start()
 
-    def _work(self, payload: bytes, task_id: str) -> None:
+    def _work(self, payload: bytes, task_id: str, context: "Any") -> None:
         with contextlib.suppress(Exception):  # the worker logged it; FC would retry, locally we stop
-            self._run_worker(payload, task_id)
+            self._run_worker(payload, task_id, context)

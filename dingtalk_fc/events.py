@@ -1,6 +1,7 @@
 """The decrypted event handed to handlers, its idempotency key and its loggable identifiers."""
 
 import hashlib
+import json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
@@ -40,11 +41,20 @@ def event_key(data: "Mapping[str, Any]", plaintext: str) -> str:
     return "sha256:" + hashlib.sha256(plaintext.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+MAX_TEXT_CHARS = 128
+
+
+def bounded_text(value: "Any") -> "Any":
+    """A string cut to :data:`MAX_TEXT_CHARS` (ids and types come from outside: a 40 KB
+    ``eventId`` must not make a 40 KB log record); anything else as it is."""
+    return value[:MAX_TEXT_CHARS] if isinstance(value, str) else value
+
+
 def _loggable(value: "Any") -> "Any":
     if isinstance(value, (list, tuple)):
-        return [item for item in value[:MAX_LISTED_IDS] if isinstance(item, (str, int))]
+        return [bounded_text(item) for item in value[:MAX_LISTED_IDS] if isinstance(item, (str, int))]
     if isinstance(value, (str, int)) and not isinstance(value, bool):
-        return value if not isinstance(value, str) else value[:128]
+        return bounded_text(value)
     return None
 
 
@@ -85,6 +95,12 @@ class Event:
         corp_id = data.get("CorpId", data.get("corpId"))
         self.corp_id = corp_id if isinstance(corp_id, str) else None  # type: Optional[str]
         self._plaintext = plaintext
+
+    @classmethod
+    def from_data(cls, data: "Dict[str, Any]") -> "Event":
+        """An event that did not arrive as plaintext (a recovered item, a test): its plaintext is
+        its data as compact JSON, so the idempotency key follows the same rule as a push's."""
+        return cls(data, json.dumps(data, ensure_ascii=False, separators=(",", ":")))
 
     def __repr__(self) -> str:  # the plaintext stays out of reprs, and so out of tracebacks
         return f"Event(type={self.type!r}, key={self.key!r})"

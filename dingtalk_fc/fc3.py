@@ -9,7 +9,7 @@ from . import errors
 from .errors import RequestRejected
 from .pipeline import CallbackRequest
 from .runtime import Runtime
-from .wsgi import request_id_of
+from .wsgi import ALLOW_HEADER, request_id_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
@@ -40,12 +40,15 @@ def _query(event: "Dict[str, Any]") -> str:
     parameters = event.get("queryParameters") or {}
     if not isinstance(parameters, dict):
         return ""
-    return urlencode([(str(name), str(value)) for name, value in parameters.items()])
+    # surrogatepass: a lone surrogate survives to fail the signature check, not the adapter
+    pairs = [(str(name), str(value)) for name, value in parameters.items()]
+    return urlencode(pairs, encoding="utf-8", errors="surrogatepass")
 
 
 def serve(runtime: Runtime, event: "Any", context: "Any") -> "Dict[str, Any]":
     """Answer one FC 3.0 HTTP-trigger event through ``runtime``'s pipeline."""
     request_id = request_id_of(context)
+    method = ""
     try:
         parsed = json.loads(event)
         if not isinstance(parsed, dict):
@@ -60,10 +63,10 @@ def serve(runtime: Runtime, event: "Any", context: "Any") -> "Dict[str, Any]":
         response = runtime.handle(CallbackRequest(method, _query(parsed), body, request_id, context))
     headers = dict(JSON_HEADERS)
     if response.status == 405:
-        headers["Allow"] = "GET, POST"
+        headers["Allow"] = ALLOW_HEADER[1]
     return {
         "statusCode": response.status,
         "headers": headers,
         "isBase64Encoded": False,
-        "body": response.body.decode("utf-8"),
+        "body": response.body.decode("utf-8") if method != "HEAD" else "",
     }

@@ -16,10 +16,12 @@ import dingtalk_crypto
 
 from . import __version__, errors
 from .config import Settings
-from .dedup import CLAIMED, DONE, Claim, StoreUnavailable
+from .deadline import Deadline
+from .dedup import CLAIMED, DONE, Claim, StoreFull, StoreUnavailable
 from .errors import Problem, RequestRejected
-from .events import SUITE_URL_CHECKS, URL_CHECKS, Event
-from .records import RecordWriter
+from .events import SUITE_URL_CHECKS, URL_CHECKS, Event, bounded_text
+from .jobs import MAX_JOB_BYTES, JobSealer
+from .records import RecordWriter, merge_returned
 from .router import Route, Router
 
 TYPE_CHECKING = False
@@ -56,9 +58,11 @@ class HandOffError(Exception):
 
 
 class Deferrer:
-    """Hands an event to the worker function; ``payload`` holds no plaintext."""
+    """Hands an event to the worker function; ``payload`` is a sealed job (no plaintext)."""
 
-    def hand_off(self, task_id: str, payload: bytes, context: "Any") -> None:
+    def hand_off(self, task_id: str, payload: bytes, context: "Any", deadline: Deadline) -> None:
+        """Return once FC accepted the invocation or says ``task_id`` exists already; raise
+        :class:`HandOffError` otherwise, within ``deadline``."""
         raise NotImplementedError
 
 
@@ -159,7 +163,12 @@ def elapsed_ms(started: float) -> float:
 
 
 def task_id_for(store_key: str) -> str:
-    """FC's stateful-invocation task id for an event: stable, and made of safe characters."""
+    """FC's asynchronous task id for an event: stable, and made of safe characters.
+
+    It is also the token of a deferred event's claim, so the worker can adopt the claim whatever
+    happened to the request that handed it off (FC refusing a second task with this id is what
+    keeps a re-handed-off event from running twice).
+    """
     return "dingtalk-" + hashlib.sha256(store_key.encode("utf-8", "surrogatepass")).hexdigest()[:48]
 
 
@@ -183,7 +192,7 @@ class CallbackPipeline:
         self._ciphers: List[dingtalk_crypto.DingTalkCrypto] = [
             dingtalk_crypto.DingTalkCrypto(token, aes_key, settings.owner_key, clock=clock) for token, aes_key in keys
         ]
-        self._current = self._ciphers[0]
+        self._jobs = JobSealer(self._ciphers, clock)
         self._settings = settings
         self._router = router
         self._store = store
@@ -191,6 +200,8 @@ class CallbackPipeline:
         self._clock = clock
         self._records = records or RecordWriter()
         self._key_prefix = settings.owner_key + ":"
+        self._budget_s = settings.request_budget_ms / 1000
+        self._store_timeout_s = settings.dedup_timeout_ms / 1000
         self._health = json.dumps({"name": PRODUCT_NAME, "version": __version__, "status": "ok"}).encode()
 
     @property
@@ -216,64 +227,118 @@ class CallbackPipeline:
         return response
 
     def _process(self, request: CallbackRequest, record: "Dict[str, Any]") -> CallbackResponse:
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):
             record["outcome"] = "health"
             return CallbackResponse(200, self._health)
         if request.method != "POST":
             raise RequestRejected(errors.METHOD_NOT_ALLOWED, detail=request.method[:16])
+        deadline = Deadline(self._budget_s)
         signature, timestamp, nonce = parse_query(request.query, self._settings.max_query_bytes)
         encrypt = parse_encrypt(request.body)
-        cipher = self._verify(signature, timestamp, nonce, encrypt)
-        try:
-            plaintext = cipher.decrypt(encrypt)
-        except dingtalk_crypto.DecryptionError as error:
-            raise RequestRejected.from_cipher_error(error) from None
+        cipher, plaintext = self._open(signature, timestamp, nonce, encrypt)
         data = parse_event(plaintext)
-        event_type = record["event_type"] = data["EventType"]
+        event_type = data["EventType"]
+        record["event_type"] = bounded_text(event_type)
         if event_type in URL_CHECKS:  # answered here, with no I/O
             record["outcome"] = "handled"
             record["level"] = "info"
             random = data.get("Random") if event_type in SUITE_URL_CHECKS else None
-            return self._success(random if isinstance(random, str) else None)
-        event = Event(data, plaintext)
-        self._describe(event, record)
-        self._deliver(event, signature, request, record)  # the signature covers timestamp and nonce
-        return self._success()
+            return self._success(cipher, random if isinstance(random, str) else None)
+        # the signature covers timestamp and nonce: it tells an exact replay from a redelivery
+        self._deliver(Event(data, plaintext), signature, request.request_id, request.context, record, deadline)
+        return self._success(cipher)
 
-    def _verify(self, signature: str, timestamp: str, nonce: str, encrypt: str) -> dingtalk_crypto.DingTalkCrypto:
-        """The cipher whose token signed the request (current first, then previous keys)."""
+    def _open(
+        self, signature: str, timestamp: str, nonce: str, encrypt: str
+    ) -> "Tuple[dingtalk_crypto.DingTalkCrypto, str]":
+        """The key pair that signed the request, and the plaintext it decrypts.
+
+        Every pair whose token verifies the signature is tried in turn (current first): a
+        rotation may change the aes_key and keep the token.
+        """
+        first_error = None  # type: Optional[dingtalk_crypto.DecryptionError]
+        verified = False
         for cipher in self._ciphers:
-            if cipher.is_valid_signature(signature, timestamp, nonce, encrypt):
-                break
-        else:
+            if not cipher.is_valid_signature(signature, timestamp, nonce, encrypt):
+                continue
+            if not verified:
+                verified = True
+                self._check_timestamp(timestamp)
+            try:
+                return cipher, cipher.decrypt(encrypt)
+            except dingtalk_crypto.DecryptionError as error:
+                first_error = first_error or error
+        if first_error is None:
             raise RequestRejected(errors.SIGNATURE_MISMATCH)
+        raise RequestRejected.from_cipher_error(first_error) from None
+
+    def _check_timestamp(self, timestamp: str) -> None:
         tolerance_ms = self._settings.timestamp_tolerance_s * 1000
         if tolerance_ms and abs(self._clock() * 1000 - int(timestamp)) > tolerance_ms:
             raise RequestRejected(errors.STALE_TIMESTAMP)
-        return cipher
 
-    def _success(self, message: "Optional[str]" = None) -> CallbackResponse:
-        """The signed, encrypted reply: ``success``, or a suite URL check's ``Random``."""
-        return CallbackResponse(200, self._current.reply_body(message or "success"))
+    @staticmethod
+    def _success(cipher: dingtalk_crypto.DingTalkCrypto, message: "Optional[str]" = None) -> CallbackResponse:
+        """The reply, signed and encrypted with the pair that signed the request (DingTalk, until
+        its console is switched, reads replies only with the old pair): ``success``, or a suite
+        URL check's ``Random``."""
+        return CallbackResponse(200, cipher.reply_body(message or "success"))
+
+    # -- events from any source: push, recovery, re-drive ----------------------------------------
+
+    def process_event(
+        self, event: Event, request_id: str, context: "Any", source: str, deadline: Deadline
+    ) -> "Dict[str, Any]":
+        """De-duplicate and run (or hand off) an event that did not come as a push; write and
+        return its record (``source`` says where it came from). Never raises."""
+        started = time.perf_counter()
+        record = {"request_id": request_id, "source": source, "event_type": bounded_text(event.type)}
+        try:
+            self._deliver(event, "", request_id, context, record, deadline, source)
+        except RequestRejected as rejection:
+            refuse(rejection, record)
+        except Exception:
+            logger.exception("internal error (request %s)", request_id)
+            refuse(RequestRejected(errors.INTERNAL_ERROR, outcome="failed"), record)
+        record["latency_ms"] = elapsed_ms(started)
+        self._records.write(record)
+        return record
+
+    def seal_job(self, event: Event, source: str, request_id: str) -> bytes:
+        """``event`` as a worker job: what the worker function and a re-drive accept."""
+        return self._jobs.seal(event.plaintext, source, request_id)
 
     @staticmethod
     def _describe(event: Event, record: "Dict[str, Any]") -> None:
-        record["corp_id"] = event.corp_id
-        record["event_id"] = event.key
+        record["corp_id"] = bounded_text(event.corp_id)
+        record["event_id"] = bounded_text(event.key)
         record.update(event.identifiers)
 
-    def _deliver(self, event: Event, fingerprint: str, request: CallbackRequest, record: "Dict[str, Any]") -> None:
+    def _deliver(
+        self,
+        event: Event,
+        fingerprint: str,
+        request_id: str,
+        context: "Any",
+        record: "Dict[str, Any]",
+        deadline: Deadline,
+        source: str = "push",
+    ) -> None:
         """Run (or hand off) the event unless it is done or in flight; ``fingerprint`` identifies
-        this exact request, so that replaying it is refused while a redelivery is acknowledged."""
+        this exact request, so a replay of the one that completed it is flagged as such."""
+        self._describe(event, record)
         store_key = self._key_prefix + event.key
-        run, claim = self._claim_event(store_key, record, fingerprint)
-        if not run:
-            return
         route = self._router.route(event.type)
-        if route is not None and self._is_deferred(route):
-            self._hand_off(event, fingerprint, store_key, claim, request, record)
+        deferred = route is not None and self._is_deferred(route)
+        task_id = task_id_for(store_key) if deferred else None
+        claim = self._claim_event(store_key, record, fingerprint, deadline, token=task_id)
+        if record.get("outcome") == "duplicate":
             return
-        self._run(event, route, store_key, claim, fingerprint, record)
+        if deferred:
+            job = self._jobs.seal(event.plaintext, source, request_id, fingerprint)
+            self._hand_off(job, store_key, task_id or "", claim, context, record, deadline)
+        else:
+            self._run(event, route, store_key, claim, fingerprint, record, deadline)
 
     def _is_deferred(self, route: Route) -> bool:
         return route.deferred if route.deferred is not None else self._settings.defer_all
@@ -286,71 +351,79 @@ class CallbackPipeline:
         claim: "Optional[Claim]",
         fingerprint: str,
         record: "Dict[str, Any]",
+        deadline: Deadline,
     ) -> None:
         try:
-            extra = route.handler(event) if route is not None else None
+            returned = route.handler(event) if route is not None else None
         except Exception:
-            logger.exception("handler for %s failed (event %s)", event.type, event.key)
+            logger.exception("handler for %s failed (event %s)", bounded_text(event.type), bounded_text(event.key))
             self._release(store_key, claim, record)
             raise RequestRejected(errors.HANDLER_FAILED, outcome="failed") from None
-        self._complete(store_key, claim, fingerprint, record)
-        if extra:
-            record.update(extra)
+        # the handler ran: from here on nothing may turn this delivery into a failure
+        self._complete(store_key, claim, fingerprint, record, deadline)
         unhandled = route is None or route.catch_all
         record.setdefault("outcome", "unhandled" if unhandled else "handled")
         record.setdefault("level", "info")
+        merge_returned(record, returned, event.type)
 
     def _hand_off(
         self,
-        event: Event,
-        fingerprint: str,
+        job: bytes,
         store_key: str,
+        task_id: str,
         claim: "Optional[Claim]",
-        request: CallbackRequest,
+        context: "Any",
         record: "Dict[str, Any]",
+        deadline: Deadline,
     ) -> None:
-        if self._deferrer is None:
-            raise RequestRejected(errors.HANDOFF_FAILED, detail="no worker configured", outcome="failed")
-        job = {
-            "key": event.key,
-            "token": claim.token if claim is not None else "",
-            "fingerprint": fingerprint,
-            "encrypt": self._current.encrypt(event.plaintext),
-            "request_id": request.request_id,
-        }
+        """Give the sealed ``job`` to the worker; on any failure release the claim and refuse.
+
+        Releasing is safe even when FC may have queued the job: the claim's token is the task
+        id, so the worker adopts a claim a redelivery re-took, and FC refuses to queue the same
+        task id twice.
+        """
         try:
-            self._deferrer.hand_off(task_id_for(store_key), json.dumps(job).encode(), request.context)
-        except HandOffError as error:
+            if len(job) > MAX_JOB_BYTES:
+                raise RequestRejected(errors.JOB_TOO_LARGE, detail=f"job of {len(job)} bytes", outcome="failed")
+            if self._deferrer is None:
+                raise HandOffError("no worker configured")
+            self._deferrer.hand_off(task_id, job, context, deadline)
+        except RequestRejected:
             self._release(store_key, claim, record)
-            raise RequestRejected(errors.HANDOFF_FAILED, detail=str(error)[:200], outcome="failed") from None
+            raise
+        except Exception as error:
+            if not isinstance(error, HandOffError):
+                logger.exception("hand-off failed unexpectedly")
+            self._release(store_key, claim, record)
+            detail = str(error)[:200] if isinstance(error, HandOffError) else type(error).__name__
+            raise RequestRejected(errors.HANDOFF_FAILED, detail=detail, outcome="failed") from None
         record.setdefault("outcome", "deferred")
         record.setdefault("level", "info")
 
     # -- the store, failing open or closed -----------------------------------------------------
 
     def _claim_event(
-        self, store_key: str, record: "Dict[str, Any]", fingerprint: str, token: "Optional[str]" = None
-    ) -> "Tuple[bool, Optional[Claim]]":
-        """``(run the handler?, the claim)``; a duplicate of a done event is not run (and is
-        acknowledged), one still in flight elsewhere is refused with 409 so it stays retryable,
-        and an exact replay of the request that completed it is refused with 403."""
-        claim = self._claim(store_key, record, token)
-        if claim is not None and claim.state == DONE and fingerprint and claim.done_by == fingerprint:
-            raise RequestRejected(errors.REPLAYED_REQUEST)
-        if claim is not None and claim.state == DONE:
-            record["outcome"] = "duplicate"
-            record["level"] = "info"
-            return False, None
-        if claim is not None and claim.state != CLAIMED:
-            raise RequestRejected(errors.EVENT_IN_FLIGHT, outcome="in_flight")
-        return True, claim
+        self,
+        store_key: str,
+        record: "Dict[str, Any]",
+        fingerprint: str,
+        deadline: Deadline,
+        token: "Optional[str]" = None,
+        adopt: bool = False,
+        lease_s: "Optional[float]" = None,
+    ) -> "Optional[Claim]":
+        """The claim to run the event under (None when the store is down and failing open).
 
-    def _claim(self, key: str, record: "Dict[str, Any]", token: "Optional[str]" = None) -> "Optional[Claim]":
-        """The claim, or None when the store is down and the policy is to fail open."""
-        if record.get("outcome") == "dedup_unavailable":  # already failed once for this request
-            return None
+        A duplicate of a done event is noted as outcome ``duplicate`` (acknowledged, not run;
+        an exact replay of the request that completed it is flagged ``replay``); one still in
+        flight elsewhere is refused with 409 so it stays retryable.
+        """
         try:
-            return self._store.claim(key, self._settings.dedup_in_flight_s, token)
+            claim = self._store.claim(
+                store_key, lease_s or self._settings.dedup_in_flight_s, token, adopt=adopt, deadline=deadline
+            )
+        except StoreFull as error:
+            raise RequestRejected(errors.STORE_FULL, detail=str(error)) from None
         except StoreUnavailable as error:
             if self._settings.dedup_fail_closed:
                 raise RequestRejected(errors.STORE_UNAVAILABLE, detail=str(error)) from None
@@ -358,37 +431,66 @@ class CallbackPipeline:
             record["level"] = "warning"
             record["detail"] = str(error)
             return None
+        if claim.state == DONE:
+            record["outcome"] = "duplicate"
+            record["level"] = "info"
+            if fingerprint and claim.done_by == fingerprint:
+                record["replay"] = True
+            return None
+        if claim.state != CLAIMED:
+            raise RequestRejected(errors.EVENT_IN_FLIGHT, outcome="in_flight")
+        return claim
 
-    def _complete(self, key: str, claim: "Optional[Claim]", fingerprint: str, record: "Dict[str, Any]") -> None:
+    def _complete(
+        self, key: str, claim: "Optional[Claim]", fingerprint: str, record: "Dict[str, Any]", deadline: Deadline
+    ) -> None:
+        """Mark the event done, trying again while time allows: a lost completion leaves only the
+        in-flight lease (longer than the timestamp tolerance) between the event and a re-run.
+
+        The handler has run, so completing matters more than the reply's latency: it gets at
+        least one store timeout even when the request's budget is spent.
+        """
         if claim is None:
             return
-        try:
-            self._store.complete(key, self._settings.dedup_retention_s, fingerprint)
-        except StoreUnavailable as error:
-            record["store_warning"] = "complete failed: " + str(error)
+        completion = Deadline(max(deadline.remaining(), self._store_timeout_s))
+        for _attempt in range(3):
+            try:
+                self._store.complete(key, self._settings.dedup_retention_s, fingerprint, deadline=completion)
+                return
+            except StoreUnavailable as error:
+                record["store_warning"] = "complete failed: " + str(error)
+                record["level"] = "error"
+            if not completion.remaining():
+                return
 
     def _release(self, key: str, claim: "Optional[Claim]", record: "Dict[str, Any]") -> None:
+        """Give the claim up so a redelivery runs again; bounded on its own (a spent budget is
+        often why a request fails), and harmless to miss (the lease ends the claim)."""
         if claim is None:
             return
         try:
-            self._store.release(key, claim.token)
+            self._store.release(key, claim.token, deadline=Deadline(self._store_timeout_s))
         except StoreUnavailable as error:
             record["store_warning"] = "release failed: " + str(error)
 
     # -- the worker function -------------------------------------------------------------------
 
-    def run_deferred(self, payload: bytes, request_id: str) -> str:
-        """Run a handed-off event on the worker; raise so FC's async retry policy applies.
+    def run_job(self, payload: bytes, request_id: str, context: "Any" = None) -> str:
+        """Run a sealed job on the worker; raise when a retry may succeed, so FC's asynchronous
+        retry policy (and its on-failure destination) applies.
 
         Returns the outcome written to the worker's log record.
         """
         started = time.perf_counter()
         record = {"request_id": request_id, "stage": "worker"}  # type: Dict[str, Any]
         try:
-            self._run_deferred(payload, record)
+            self._run_job(payload, context, record)
         except RequestRejected as rejection:
             refuse(rejection, record)
-            raise
+            if rejection.problem.status < 500 and rejection.outcome == "rejected":
+                record["level"] = "error"  # a job that can never run: no retry, but an alert
+            else:
+                raise
         except Exception:
             logger.exception("worker failed (request %s)", request_id)
             refuse(RequestRejected(errors.INTERNAL_ERROR, outcome="failed"), record)
@@ -398,27 +500,31 @@ class CallbackPipeline:
             self._records.write(record)
         return record["outcome"]
 
-    def _run_deferred(self, payload: bytes, record: "Dict[str, Any]") -> None:
-        job = parse_object(payload.decode("utf-8", "replace"), errors.BODY_NOT_JSON, "encrypt", errors.MISSING_ENCRYPT)
-        record["handoff_request_id"] = job.get("request_id")
-        plaintext = self._decrypt_any(job["encrypt"])
-        event = Event(parse_event(plaintext), plaintext, key=job.get("key") or None)
-        record["event_type"] = event.type
+    def _run_job(self, payload: bytes, context: "Any", record: "Dict[str, Any]") -> None:
+        job = self._jobs.open(payload, max_age_s=self._settings.dedup_retention_s)
+        record["handoff_request_id"] = bounded_text(job.request_id)
+        if job.source != "push":
+            record["source"] = bounded_text(job.source)
+        event = Event(parse_event(job.plaintext), job.plaintext)
+        record["event_type"] = bounded_text(event.type)
         self._describe(event, record)
         store_key = self._key_prefix + event.key
-        fingerprint = str(job.get("fingerprint") or "")
-        run, claim = self._claim_event(store_key, record, "", token=job.get("token") or None)
-        if run:
-            self._run(event, self._router.route(event.type), store_key, claim, fingerprint, record)
+        claim = self._claim_event(
+            store_key,
+            record,
+            "",
+            Deadline(self._budget_s),
+            token=task_id_for(store_key),
+            adopt=True,
+            lease_s=self._worker_lease_s(context),
+        )
+        if record.get("outcome") != "duplicate":
+            route = self._router.route(event.type)
+            self._run(event, route, store_key, claim, job.fingerprint, record, Deadline(self._budget_s))
 
-    def _decrypt_any(self, encrypt: str) -> str:
-        """Decrypt a hand-off payload with the current key, or a previous one mid-rotation."""
-        try:
-            return self._current.decrypt(encrypt)
-        except dingtalk_crypto.DecryptionError as error:
-            for cipher in self._ciphers[1:]:
-                try:
-                    return cipher.decrypt(encrypt)
-                except dingtalk_crypto.DecryptionError:
-                    continue
-            raise RequestRejected.from_cipher_error(error) from None
+    def _worker_lease_s(self, context: "Any") -> float:
+        """The worker's claim outlives its run: at least the function's timeout plus a minute."""
+        timeout = getattr(getattr(context, "function", None), "timeout", None)
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+            return max(self._settings.dedup_in_flight_s, timeout + 60)
+        return self._settings.dedup_in_flight_s

@@ -2,16 +2,78 @@
 
 Written straight to stdout rather than through ``logging``: the runtime's root logger prefixes
 its lines, and a bare JSON line is what SLS's ``json_extract`` and field indexes read.
+Records are ASCII (a lone surrogate or a C locale cannot make the write fail), at most
+:data:`MAX_RECORD_CHARS` long, and writing one never raises: by then the event may have run.
 """
 
 import json
+import logging
 import sys
+from collections.abc import Mapping
+
+from .events import IDENTIFIER_FIELDS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
-    from typing import IO, Any, Mapping, Optional
+    from typing import IO, Any, Dict, Optional
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+logger = logging.getLogger("dingtalk_fc")
+
+MAX_RECORD_CHARS = 8192
+MAX_RETURNED_CHARS = 256
+# The record's own fields: what a handler returns never overwrites them.
+RESERVED_FIELDS = frozenset(
+    (
+        "outcome",
+        "event_type",
+        "event_id",
+        "corp_id",
+        "status",
+        "level",
+        "request_id",
+        "latency_ms",
+        "errcode",
+        "errmsg",
+        "detail",
+        "stage",
+        "source",
+        "replay",
+        "handoff_request_id",
+        "store_warning",
+        "handler_warning",
+        "truncated",
+        *(field for field, _spellings in IDENTIFIER_FIELDS),
+    )
+)
+# What a record keeps when its full form is over the size limit.
+ESSENTIAL_FIELDS = ("request_id", "stage", "source", "event_type", "event_id", "outcome", "status", "level")
+
+_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str)
+
+
+def merge_returned(record: "Dict[str, Any]", returned: "Any", event_type: str) -> None:
+    """Add a handler's returned fields to its record: a mapping's non-reserved keys, anything
+    else ignored with a warning (the handler has run: this never fails the delivery)."""
+    if returned is None:
+        return
+    if not isinstance(returned, Mapping):
+        _warn(record, f"returned {type(returned).__name__}, not a mapping: ignored", event_type)
+        return
+    ignored = []  # type: List[str]
+    for key, value in returned.items():
+        if not isinstance(key, str) or key in RESERVED_FIELDS:
+            ignored.append(str(key)[:40])
+            continue
+        text = _ENCODER.encode(value)
+        record[key[:64]] = value if len(text) <= MAX_RETURNED_CHARS else text[:MAX_RETURNED_CHARS]
+    if ignored:
+        _warn(record, "reserved fields ignored: " + ", ".join(sorted(ignored)[:10]), event_type)
+
+
+def _warn(record: "Dict[str, Any]", warning: str, event_type: str) -> None:
+    record["handler_warning"] = warning
+    record["level"] = "warning"
+    logger.warning("handler for %s %s", str(event_type)[:64], warning)
 
 
 class RecordWriter:
@@ -21,7 +83,18 @@ class RecordWriter:
         self._stream = stream
 
     def write(self, record: "Mapping[str, Any]") -> None:
-        line = _ENCODER.encode(record)
-        stream = self._stream or sys.stdout
-        stream.write(line + "\n")
-        stream.flush()
+        try:
+            line = _ENCODER.encode(record)
+            if len(line) > MAX_RECORD_CHARS:
+                line = _ENCODER.encode(_essentials(record))
+            stream = self._stream or sys.stdout
+            stream.write(line + "\n")
+            stream.flush()
+        except Exception as error:  # a broken pipe or a closed stream must not fail the delivery
+            logger.error("could not write a log record: %s", type(error).__name__)
+
+
+def _essentials(record: "Mapping[str, Any]") -> "Dict[str, Any]":
+    kept = {name: record[name] for name in ESSENTIAL_FIELDS if name in record}  # each bounded already
+    kept["truncated"] = True
+    return kept

@@ -55,5 +55,10 @@ class Router:
         self._catch_all = Route(handler, deferred=False, catch_all=True)
         return handler
 
+    @property
+    def has_deferred_routes(self) -> bool:
+        """Whether any handler was registered with ``deferred=True`` (it then needs a worker)."""
+        return any(route.deferred for route in self._routes.values())
+
     def route(self, event_type: str) -> "Optional[Route]":
         return self._routes.get(event_type, self._catch_all)

@@ -63,12 +63,16 @@ class Runtime:
 
     def _build(self, settings: Settings) -> CallbackPipeline:
         if settings.dedup_redis_url:
-            store = RedisStore.from_url(settings.dedup_redis_url, settings.dedup_timeout_ms)
+            try:
+                store = RedisStore.from_url(settings.dedup_redis_url, settings.dedup_timeout_ms)
+            except ValueError:  # what redis-py refuses that the configuration check let through
+                raise ConfigError("DINGTALK_DEDUP_REDIS_URL", "is not a URL redis-py accepts") from None
         else:
             store = MemoryStore(settings.dedup_memory_entries)
-        return CallbackPipeline(
-            settings, self._router, store, self._deferrer(settings), clock=self._clock, records=self._records
-        )
+        deferrer = self._deferrer(settings)
+        if deferrer is None and (settings.defer_all or self._router.has_deferred_routes):
+            raise ConfigError("DINGTALK_WORKER_FUNCTION", "is not set, but handlers are deferred")
+        return CallbackPipeline(settings, self._router, store, deferrer, clock=self._clock, records=self._records)
 
     def _deferrer(self, settings: Settings) -> "Optional[Deferrer]":
         if self._local_worker:
@@ -113,5 +117,5 @@ class Runtime:
         self._records.write(record)
         return response
 
-    def run_worker(self, payload: bytes, request_id: str) -> "Any":
-        return self.pipeline.run_deferred(payload, request_id)
+    def run_worker(self, payload: bytes, request_id: str, context: "Any" = None) -> "Any":
+        return self.pipeline.run_job(payload, request_id, context)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
 
 CONTENT_LENGTH_PATTERN = re.compile(r"[0-9]{1,18}\Z")
 JSON_HEADERS = [("Content-Type", "application/json")]
-ALLOW_HEADER = ("Allow", "GET, POST")
+ALLOW_HEADER = ("Allow", "GET, HEAD, POST")
 
 
 def request_id_of(context: "Any") -> str:
@@ -79,4 +79,4 @@ def serve(runtime: Runtime, environ: "Dict[str, Any]", start_response: "StartRes
         response = runtime.handle(CallbackRequest(method, query, body, request_id, context))
     headers = JSON_HEADERS if response.status != 405 else [*JSON_HEADERS, ALLOW_HEADER]
     start_response(status_line(response.status), list(headers))
-    return [response.body]
+    return [response.body if method != "HEAD" else b""]

@@ -89,7 +89,7 @@ def make_harness() -> Iterator[Callable[..., CallbackHarness]]:
     def make(router: Any = None, clock: Callable[[], float] = time.time, **environ: str) -> CallbackHarness:
         import handlers
 
-        settings = {**TEST_ENV, "DINGTALK_TIMESTAMP_TOLERANCE_SECONDS": "3600", **environ}
+        settings = {**TEST_ENV, **environ}
         sender = DingTalkSender(*TEST_ENV.values(), clock=clock)
         function_environ = {k: v for k, v in settings.items() if v is not None}
         harness = CallbackHarness(router or handlers.router, function_environ, clock, sender)

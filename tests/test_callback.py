@@ -183,7 +183,7 @@ def test_error_table(make_harness, build, status, errcode):
 
 def test_405_names_the_allowed_methods(make_harness):
     reply = make_harness().call({"REQUEST_METHOD": "PUT", "wsgi.input": io.BytesIO()})
-    assert ("Allow", "GET, POST") in reply.headers
+    assert ("Allow", "GET, HEAD, POST") in reply.headers
 
 
 def test_handler_exception_gives_500_logged_with_traceback(make_harness, caplog):

@@ -9,7 +9,7 @@ import pytest
 from conftest import TEST_ENV
 from fc_api_stub import FcApiStub
 
-from dingtalk_fc import Router
+from dingtalk_fc import Event, Router
 from dingtalk_fc.pipeline import task_id_for
 from dingtalk_fc_dev.testkit import FakeFcContext
 
@@ -85,7 +85,7 @@ def test_slow_handler_is_deferred_and_runs_exactly_once(deferred):
     assert invocation["task_id"] == task_id_for(TEST_ENV["DINGTALK_APP_KEY"] + ":slow-1")
     payload = json.loads(invocation["body"])
     assert "processInstanceId" not in invocation["body"].decode()  # the hand-off carries ciphertext only
-    assert payload["key"] == "slow-1"
+    assert sorted(payload) == ["dingtalk_fc_job", "fingerprint", "issued_ms", "mac", "request_id", "sealed", "source"]
     worker_record = next(r for r in harness.records if r.get("stage") == "worker")
     assert worker_record["outcome"] == "handled"
     assert worker_record["synced"] is True
@@ -162,11 +162,16 @@ def test_defer_all_sends_every_event_but_check_url_to_the_worker(deferred):
     assert outcomes == ["deferred", "handled"]  # the worker's record may be written first
 
 
-def test_deferred_without_a_worker_is_a_failed_hand_off(make_harness):
+@pytest.mark.parametrize("defer_all", [False, True], ids=["deferred route", "DINGTALK_DEFER_ALL=1"])
+def test_deferred_handlers_without_a_worker_are_a_configuration_error(make_harness, defer_all):
     router = Router()
-    router.on("bpms_instance_change", deferred=True)(lambda event: None)
-    harness = make_harness(router)
-    assert harness.send(EVENT).status == 503
+    router.on("bpms_instance_change", deferred=True if not defer_all else None)(lambda event: None)
+    harness = make_harness(router, **({"DINGTALK_DEFER_ALL": "1"} if defer_all else {}))
+    harness.runtime.start()  # FC's initializer: the error is logged once, at start
+    reply = harness.send(EVENT)
+    assert reply.status == 500
+    assert reply.json["errcode"] == 900140
+    assert harness.last_record["detail"].startswith("DINGTALK_WORKER_FUNCTION")
 
 
 def test_index_worker_runs_a_hand_off_payload(deferred):
@@ -174,16 +179,8 @@ def test_index_worker_runs_a_hand_off_payload(deferred):
 
     handler = SlowHandler()
     harness, _stub = deferred(handler)
-    payload = json.dumps(
-        {
-            "key": "direct-1",
-            "token": "",
-            "encrypt": harness.sender.crypto.encrypt(
-                json.dumps({"EventType": "bpms_instance_change", "eventId": "direct-1"})
-            ),
-            "request_id": "r",
-        }
-    ).encode()
+    event = Event.from_data({"EventType": "bpms_instance_change", "eventId": "direct-1"})
+    payload = harness.runtime.pipeline.seal_job(event, "push", "r")
     assert index.worker(payload, FakeFcContext(request_id="worker-1")) == "handled"
     assert index.worker(payload, FakeFcContext(request_id="worker-2")) == "duplicate"
     assert handler.finished == ["direct-1"]

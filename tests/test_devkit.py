@@ -163,9 +163,11 @@ def test_replay_captured_deliveries(keys, server, tmp_path):
     code, output = run_cli("replay", str(captured), "--url", server.url)
     assert code == 0, output
     assert output.count("OK ") == 3
-    code, output = run_cli("replay", str(captured), "--url", server.url)  # exact replays: refused
-    assert code == 1
-    assert output.count("HTTP 403") == 3
+    code, output = run_cli("replay", str(captured), "--url", server.url)  # exact replays: acknowledged
+    assert code == 0, output
+    assert output.count("OK ") == 3
+    replays = [r for r in server.records() if r.get("replay")]
+    assert [r["outcome"] for r in replays] == ["duplicate"] * 3  # and not run again
 
 
 def test_command_line_entry_point_runs(keys):
@@ -213,9 +215,12 @@ def test_event_samples_pass_through_the_function(make_harness):
     assert demo.check_reply(response["statusCode"], response["body"].encode()) == "success"
     with open(os.path.join(ROOT, "events", "worker-bpms_instance_change.json"), "rb") as source:
         payload = source.read()
-    assert harness.runtime.run_worker(payload, "local") == "duplicate"  # delivered above already
-    fresh = make_harness(DINGTALK_TIMESTAMP_TOLERANCE_SECONDS="0", **DEMO_ENVIRONMENT)
-    assert fresh.runtime.run_worker(payload, "local") == "handled"
+    sealed_at = json.loads(payload)["issued_ms"] / 1000  # a worker refuses jobs older than the TTL
+    at_sealing = make_harness(clock=lambda: sealed_at + 1, DINGTALK_TIMESTAMP_TOLERANCE_SECONDS="0", **DEMO_ENVIRONMENT)
+    assert at_sealing.runtime.run_worker(payload, "local") == "handled"
+    assert at_sealing.runtime.run_worker(payload, "local") == "duplicate"
+    assert harness.runtime.run_worker(payload, "local") == "rejected"  # today: long expired
+    assert harness.last_record["errcode"] == 900151
 
 
 # -- the pytest fixtures users get -----------------------------------------------------------------

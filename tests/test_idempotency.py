@@ -114,16 +114,22 @@ def test_check_url_never_touches_the_store(make_harness):
 # -- replay protection ---------------------------------------------------------------------------
 
 
-def test_exact_replay_is_refused(make_harness):
-    harness = make_harness()
+def test_exact_replay_of_a_done_event_is_acknowledged_without_running(make_harness):
+    """DingTalk may retry byte for byte: a 403 would turn a lost reply into a push that fails on
+    every retry. The replay runs nothing, so it gets ``success``, flagged in the record."""
+    calls = []
+    harness = make_harness(counting_router(calls))
     delivery = harness.sender.build(EVENT)
     assert harness.call(delivery.wsgi_environ()).status == 200
     replayed = harness.call(delivery.wsgi_environ())
-    assert replayed.status == 403
-    assert replayed.json["errcode"] == 900111
-    # the same event signed afresh (as a redelivery is) is a duplicate, acknowledged
+    assert harness.sender.check_reply(replayed.status, replayed.body) == "success"
+    assert harness.last_record["outcome"] == "duplicate"
+    assert harness.last_record["replay"] is True
+    # the same event signed afresh (as a redelivery is) is a duplicate too, not a replay
     assert harness.send(EVENT).status == 200
     assert harness.last_record["outcome"] == "duplicate"
+    assert "replay" not in harness.last_record
+    assert calls == ["evt-42"]
 
 
 def test_identical_retry_of_a_failed_request_is_allowed(make_harness):
@@ -137,8 +143,8 @@ def test_identical_retry_of_a_failed_request_is_allowed(make_harness):
 
 @pytest.mark.parametrize(
     ("offset_s", "status"),
-    [(-3601, 403), (-3599, 200), (3599, 200), (3601, 403), (-(10**7), 403), (10**7, 403)],
-    ids=["an hour and a second old", "just inside", "just ahead", "an hour ahead", "days old", "days ahead"],
+    [(-301, 403), (-299, 200), (299, 200), (301, 403), (-(10**7), 403), (10**7, 403)],
+    ids=["five minutes and a second old", "just inside", "just ahead", "five minutes ahead", "days old", "days ahead"],
 )
 def test_timestamp_tolerance(make_harness, offset_s, status):
     now = 1764300000.0
@@ -166,19 +172,24 @@ def test_signature_is_checked_before_the_timestamp(make_harness):
 # -- key rotation ------------------------------------------------------------------------------
 
 
-def test_previous_keys_are_accepted_and_replies_use_the_current_pair(make_harness):
-    harness = make_harness(**PREVIOUS_KEYS)
+@pytest.mark.parametrize(
+    "previous",
+    [PREVIOUS_KEYS, {**PREVIOUS_KEYS, "DINGTALK_PREVIOUS_TOKEN": TEST_ENV["DINGTALK_TOKEN"]}],
+    ids=["token and aes_key changed", "only the aes_key changed"],
+)
+def test_previous_pair_is_accepted_and_answered_with_that_pair(make_harness, previous):
+    """DingTalk, until its console is switched, signs with the old pair and reads replies only
+    with it; a rotation may also keep the token and change only the aes_key."""
+    harness = make_harness(**previous)
     old = DingTalkSender(
-        PREVIOUS_KEYS["DINGTALK_PREVIOUS_TOKEN"],
-        PREVIOUS_KEYS["DINGTALK_PREVIOUS_AES_KEY"],
-        TEST_ENV["DINGTALK_APP_KEY"],
+        previous["DINGTALK_PREVIOUS_TOKEN"], previous["DINGTALK_PREVIOUS_AES_KEY"], TEST_ENV["DINGTALK_APP_KEY"]
     )
-    reply = harness.call(old.build(EVENT).wsgi_environ())
-    assert reply.status == 200
-    assert harness.sender.check_reply(reply.status, reply.body) == "success"  # current pair
-    with pytest.raises(Exception, match="signature"):
-        old.check_reply(reply.status, reply.body)
-    assert harness.send({"EventType": "check_url"}).status == 200
+    for plaintext in (EVENT, {"EventType": "check_url"}):
+        reply = harness.call(old.build(plaintext).wsgi_environ())
+        assert old.check_reply(reply.status, reply.body) == "success"
+    assert harness.records[0]["outcome"] == "handled"
+    reply = harness.send({"EventType": "check_url"})  # the current pair still works
+    assert harness.sender.check_reply(reply.status, reply.body) == "success"
 
 
 def test_without_previous_keys_the_old_pair_is_refused(make_harness):
@@ -226,11 +237,13 @@ def test_memory_store_states_and_expiry():
     assert store.claim("k", 10).state == CLAIMED
 
 
-def test_memory_store_renews_with_the_holders_token():
+def test_memory_store_adopts_only_with_the_holders_token():
     store = MemoryStore(clock=Clock())
-    claim = store.claim("k", 10)
-    assert store.claim("k", 10, token=claim.token).state == CLAIMED
-    assert store.claim("k", 10, token="someone-else").state == IN_FLIGHT
+    claim = store.claim("k", 10, token="task-1")
+    assert claim.token == "task-1"
+    assert store.claim("k", 10, token="task-1").state == IN_FLIGHT  # a second claimant, not the holder
+    assert store.claim("k", 10, token="task-1", adopt=True).state == CLAIMED
+    assert store.claim("k", 10, token="someone-else", adopt=True).state == IN_FLIGHT
 
 
 def test_memory_store_is_bounded_lru():

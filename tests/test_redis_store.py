@@ -42,11 +42,12 @@ def test_claims_and_done_marks_expire(redis_url):
     assert store.claim("done", 10).state == CLAIMED
 
 
-def test_holder_renews_its_claim_with_its_token(redis_url):
+def test_holder_adopts_its_claim_with_its_token(redis_url):
     store = store_for(redis_url)
-    claim = store.claim("renew", 10)
-    assert store.claim("renew", 10, token=claim.token) == claim
-    assert store.claim("renew", 10, token="other").state == IN_FLIGHT
+    claim = store.claim("renew", 10, token="task-1")
+    assert store.claim("renew", 10, token="task-1").state == IN_FLIGHT  # a second claimant, not the holder
+    assert store.claim("renew", 10, token="task-1", adopt=True) == claim
+    assert store.claim("renew", 10, token="other", adopt=True).state == IN_FLIGHT
 
 
 def test_claims_are_atomic_under_contention(redis_url):

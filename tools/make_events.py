@@ -17,6 +17,8 @@ from typing import Dict
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from dingtalk_crypto import DingTalkCrypto  # noqa: E402
+from dingtalk_fc.jobs import JobSealer  # noqa: E402
 from dingtalk_fc_dev import catalog  # noqa: E402
 from dingtalk_fc_dev.demo import DEMO_ENVIRONMENT  # noqa: E402
 from dingtalk_fc_dev.testkit import DingTalkSender  # noqa: E402
@@ -41,17 +43,18 @@ def render() -> Dict[str, str]:
         "queryParameters": check_url.params,
         "requestContext": {"http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1"}, "requestId": "local"},
     }
-    approval = catalog.sample("bpms_instance_change")
-    worker_payload = {
-        "key": approval["eventId"],
-        "token": "",
-        "encrypt": sender.crypto.encrypt(json.dumps(approval), random_prefix=PREFIX),
-        "request_id": "local",
-    }
+    fixed = DingTalkCrypto(
+        DEMO_ENVIRONMENT["DINGTALK_TOKEN"],
+        DEMO_ENVIRONMENT["DINGTALK_AES_KEY"],
+        DEMO_ENVIRONMENT["DINGTALK_APP_KEY"],
+        random_bytes=lambda size: PREFIX[:size],
+    )
+    jobs = JobSealer([fixed], clock=lambda: int(TIMESTAMP) / 1000)
+    worker_job = jobs.seal(json.dumps(catalog.sample("bpms_instance_change")), "push", "local")
     return {
         "deliveries.jsonl": "\n".join(lines) + "\n",
         "fc3-http-check_url.json": json.dumps(fc3_event, indent=2) + "\n",
-        "worker-bpms_instance_change.json": json.dumps(worker_payload, indent=2) + "\n",
+        "worker-bpms_instance_change.json": json.dumps(json.loads(worker_job), indent=2) + "\n",
         "check_url.query": check_url.query + "\n",
         "check_url.body.json": check_url.body.decode() + "\n",
     }

@@ -1,0 +1,104 @@
+"""Worker jobs: an event sealed for the worker function, authenticated before anything is read.
+
+Anyone allowed to invoke the worker can hand it bytes, so a job carries an HMAC-SHA256 over
+every field, keyed with a key derived from the app's token and aes_key, and checked in constant
+time before the event is decrypted. The envelope (``dingtalk_fc_job``, ``sealed``, ``mac``)
+cannot be mistaken for DingTalk's ``{"encrypt": ...}`` body, and the MAC's input starts with
+its own label, so no DingTalk signature or ciphertext can pass for a job. The idempotency key is
+taken from the decrypted event, never from the job.
+"""
+
+import hmac
+import json
+from collections import namedtuple
+
+import dingtalk_crypto
+
+from . import errors
+from .errors import RequestRejected
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
+    from typing import Callable, Dict, Sequence
+
+JOB_VERSION = 1
+MAC_PURPOSE = b"dingtalk-fc worker job mac v1"
+# FC limits an asynchronous invocation's payload to 128 KB; a larger job can never be handed off.
+MAX_JOB_BYTES = 128 * 1024
+TEXT_FIELDS = ("source", "request_id", "fingerprint", "sealed")
+
+
+class Job(namedtuple("Job", "plaintext source request_id fingerprint issued_ms cipher")):
+    """An opened job: the event's ``plaintext``, where it came from (``source``: push, recovery,
+    redrive), the delivery's ``request_id`` and ``fingerprint`` (its signature, for the replay
+    flag), when it was sealed (``issued_ms``) and the ``cipher`` whose key authenticated it."""
+
+    __slots__ = ()
+
+
+def _mac_input(fields: "Dict[str, object]") -> bytes:
+    parts = [b"dingtalk-fc-job", str(fields["issued_ms"]).encode("ascii")]
+    parts.extend(str(fields[name]).encode("utf-8", "surrogatepass") for name in TEXT_FIELDS)
+    return b"\x00".join(parts)
+
+
+class JobSealer:
+    """Seals jobs with the current key pair and opens jobs sealed with any configured pair."""
+
+    def __init__(self, ciphers: "Sequence[dingtalk_crypto.DingTalkCrypto]", clock: "Callable[[], float]") -> None:
+        self._keyed = [(cipher, cipher.derive_key(MAC_PURPOSE)) for cipher in ciphers]
+        self._clock = clock
+
+    def seal(self, plaintext: str, source: str, request_id: str, fingerprint: str = "") -> bytes:
+        cipher, mac_key = self._keyed[0]
+        fields = {
+            "dingtalk_fc_job": JOB_VERSION,
+            "issued_ms": int(self._clock() * 1000),
+            "source": source,
+            "request_id": request_id,
+            "fingerprint": fingerprint,
+            "sealed": cipher.encrypt(plaintext),
+        }  # type: Dict[str, object]
+        fields["mac"] = hmac.new(mac_key, _mac_input(fields), "sha256").hexdigest()
+        return json.dumps(fields, separators=(",", ":")).encode("ascii")
+
+    def open(self, payload: bytes, max_age_s: float) -> Job:
+        """The job inside ``payload``; :class:`RequestRejected` unless it is authentic and young
+        enough that the de-duplication store still remembers the event it carries."""
+        fields = self._parse(payload)
+        mac = _mac_input(fields)
+        matching = [
+            cipher
+            for cipher, mac_key in self._keyed
+            if hmac.compare_digest(hmac.new(mac_key, mac, "sha256").hexdigest(), fields["mac"])
+        ]  # type: List[dingtalk_crypto.DingTalkCrypto]
+        if not matching:
+            raise RequestRejected(errors.JOB_NOT_AUTHENTIC)
+        age_ms = self._clock() * 1000 - fields["issued_ms"]
+        if age_ms > max_age_s * 1000:
+            raise RequestRejected(errors.JOB_EXPIRED, detail=f"sealed {int(age_ms // 1000)} s ago")
+        cipher = matching[0]
+        try:
+            plaintext = cipher.decrypt(fields["sealed"])
+        except dingtalk_crypto.DecryptionError as error:  # authentic, so only a bug gets here
+            raise RequestRejected.from_cipher_error(error) from None
+        return Job(
+            plaintext, fields["source"], fields["request_id"], fields["fingerprint"], fields["issued_ms"], cipher
+        )
+
+    @staticmethod
+    def _parse(payload: bytes) -> "Dict[str, object]":
+        if len(payload) > MAX_JOB_BYTES:
+            raise RequestRejected(errors.JOB_NOT_AUTHENTIC, detail="larger than any job")
+        try:
+            fields = json.loads(payload.decode("utf-8"))
+        except (ValueError, RecursionError):
+            raise RequestRejected(errors.JOB_NOT_AUTHENTIC, detail="not a JSON job") from None
+        if not isinstance(fields, dict) or fields.get("dingtalk_fc_job") != JOB_VERSION:
+            raise RequestRejected(errors.JOB_NOT_AUTHENTIC, detail="not a job envelope")
+        issued = fields.get("issued_ms")
+        if not isinstance(issued, int) or isinstance(issued, bool):
+            raise RequestRejected(errors.JOB_NOT_AUTHENTIC, detail="malformed job")
+        if not all(isinstance(fields.get(name), str) for name in (*TEXT_FIELDS, "mac")):
+            raise RequestRejected(errors.JOB_NOT_AUTHENTIC, detail="malformed job")
+        return fields
