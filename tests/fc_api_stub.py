@@ -43,6 +43,8 @@ class FcApiStub:
         self.invocations = []  # type: List[Dict[str, Any]]
         self.worker_runs = []  # type: List[Dict[str, Any]]
         self.fail_next = 0  # answer this many requests with 500, as FC might
+        self.answer_delay_s = 0.0  # hold every answer this long after deciding it
+        self.trickle_s = 0.0  # send the answer one byte per this many seconds
         self.lock = threading.Lock()
         self.threads = []  # type: List[threading.Thread]
         stub = self
@@ -54,13 +56,18 @@ class FcApiStub:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, answer = stub.invoke(self.command, self.path, dict(self.headers.items()), body)
-                payload = json.dumps(answer).encode()
+                time.sleep(stub.answer_delay_s)  # FC accepted (or refused) already: the answer is late
+                payload = json.dumps(answer).encode() + b" " * (64 if stub.trickle_s else 0)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.send_header("x-fc-request-id", "stub-" + str(len(stub.invocations)))
                 self.end_headers()
-                self.wfile.write(payload)
+                for offset in range(len(payload)):  # one byte at a time when trickling
+                    if stub.trickle_s:
+                        self.wfile.flush()
+                        time.sleep(stub.trickle_s)
+                    self.wfile.write(payload[offset : offset + 1])
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
