@@ -154,7 +154,8 @@ def _redis_url(environ: "Mapping[str, str]") -> "Optional[str]":
     return url
 
 
-# DingTalk waits 1500 ms for the reply; the budget covers only the calls that leave the process.
+# DingTalk waits 1500 ms for the reply: the calls that leave the process get at most this, the
+# budget and one store timeout after it together.
 MAX_REQUEST_BUDGET_MS = 1400
 # A hand-off job is the event re-encrypted (about the size of DingTalk's body) plus an envelope;
 # FC refuses asynchronous payloads over 128 KB, so a worker caps the accepted body below that.
@@ -190,8 +191,12 @@ def load_settings(environ: "Mapping[str, str]") -> Settings:
 def _check_relations(settings: Settings) -> None:
     """Values that are each valid but together would break "exactly once"."""
     tolerance = settings.timestamp_tolerance_s
-    if settings.request_budget_ms > MAX_REQUEST_BUDGET_MS:
-        raise ConfigError("DINGTALK_REQUEST_BUDGET_MS", f"must be at most {MAX_REQUEST_BUDGET_MS}: DingTalk waits 1500")
+    if settings.request_budget_ms + settings.dedup_timeout_ms > MAX_REQUEST_BUDGET_MS:
+        # marking a handled event done gets one store timeout even when the budget is spent
+        raise ConfigError(
+            "DINGTALK_REQUEST_BUDGET_MS",
+            f"plus DINGTALK_DEDUP_TIMEOUT_MS must be at most {MAX_REQUEST_BUDGET_MS}: DingTalk waits 1500",
+        )
     if settings.dedup_retention_s < tolerance:
         # a done event forgotten while its request is still fresh could be replayed and run again
         raise ConfigError("DINGTALK_DEDUP_TTL_SECONDS", "must be at least DINGTALK_TIMESTAMP_TOLERANCE_SECONDS")

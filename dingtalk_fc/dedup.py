@@ -70,11 +70,9 @@ class MemoryStore:
 
     def _make_room(self, now: float) -> None:
         """Drop expired claims, then done entries from the least recently used, until one fits."""
-        while len(self) >= self._max_entries and self._in_flight:
-            oldest_key, (_token, expiry) = next(iter(self._in_flight.items()))
-            if expiry > now:
-                break
-            del self._in_flight[oldest_key]
+        if len(self) >= self._max_entries:  # leases differ, so every claim is looked at (only when full)
+            for expired in [key for key, (_token, expiry) in self._in_flight.items() if expiry <= now]:
+                del self._in_flight[expired]
         while len(self) >= self._max_entries and self._done:
             self._done.popitem(last=False)
         if len(self) >= self._max_entries:
@@ -83,8 +81,11 @@ class MemoryStore:
     def claim(
         self, key: str, lease_s: float, token: "Optional[str]" = None, adopt: bool = False, deadline: "Any" = None
     ) -> Claim:
-        """Claim ``key`` for ``lease_s`` seconds (with ``token`` if given); ``adopt`` also takes
-        over (and renews) a claim that already holds ``token``."""
+        """Claim ``key`` for ``lease_s`` seconds, held with ``token`` (else a fresh one).
+
+        ``adopt``: take over a claim left with ``token`` (a handed-off event's), under a fresh
+        token, so that a second adopter of the same claim finds it in flight.
+        """
         now = self._clock()
         with self._lock:
             done = self._live(self._done, key, now)
@@ -96,10 +97,10 @@ class MemoryStore:
                 return Claim(IN_FLIGHT, "", "")
             if held is None:
                 self._make_room(now)
-            token = token or str(next(self._tokens))
+            new_token = str(next(self._tokens)) if adopt or not token else token
             self._in_flight.pop(key, None)
-            self._in_flight[key] = (token, now + lease_s)  # kept in order of expiry for _make_room
-            return Claim(CLAIMED, token, "")
+            self._in_flight[key] = (new_token, now + lease_s)
+            return Claim(CLAIMED, new_token, "")
 
     def complete(self, key: str, retention_s: float, done_by: str = "", deadline: "Any" = None) -> None:
         with self._lock:
@@ -120,8 +121,8 @@ _RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-_RENEW_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+_ADOPT_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 0
 """
 
@@ -129,8 +130,8 @@ return 0
 class RedisStore:
     """Store shared by every instance: ``SET NX PX`` claims, compare-and-delete releases.
 
-    Values are ``in_flight:<token>`` or ``done:<fingerprint>``. Every call is bounded by the client's socket
-    timeouts so a slow Redis cannot push the reply past DingTalk's 1500 ms.
+    Values are ``in_flight:<token>`` or ``done:<fingerprint>``. Every call is bounded by the
+    client's socket timeouts and by the request's budget.
     """
 
     def __init__(self, client: "Any", prefix: str = "dingtalk-fc:") -> None:
@@ -140,7 +141,7 @@ class RedisStore:
         self._prefix = prefix
         self._errors = (redis.RedisError, OSError)
         self._release = client.register_script(_RELEASE_SCRIPT)
-        self._renew = client.register_script(_RENEW_SCRIPT)
+        self._adopt = client.register_script(_ADOPT_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, timeout_ms: int, prefix: str = "dingtalk-fc:") -> "RedisStore":
@@ -171,12 +172,14 @@ class RedisStore:
     def claim(
         self, key: str, lease_s: float, token: "Optional[str]" = None, adopt: bool = False, deadline: "Any" = None
     ) -> Claim:
-        name = self._prefix + key
+        name = self._name(key)
         lease_ms = max(1, int(lease_s * 1000))
-        if adopt and token and self._call(deadline, self._renew, keys=[name], args=[IN_FLIGHT + ":" + token, lease_ms]):
-            return Claim(CLAIMED, token, "")
-        new_token = token or _random_token()
+        new_token = _random_token() if adopt or not token else token
         value = IN_FLIGHT + ":" + new_token
+        if adopt and token:
+            left = IN_FLIGHT + ":" + token  # the handed-off claim, swapped for this holder's
+            if self._call(deadline, self._adopt, keys=[name], args=[left, value, lease_ms]):
+                return Claim(CLAIMED, new_token, "")
         for _attempt in range(3):
             if self._call(deadline, self._client.set, name, value, nx=True, px=lease_ms):
                 return Claim(CLAIMED, new_token, "")
@@ -189,10 +192,15 @@ class RedisStore:
 
     def complete(self, key: str, retention_s: float, done_by: str = "", deadline: "Any" = None) -> None:
         value = DONE + ":" + done_by
-        self._call(deadline, self._client.set, self._prefix + key, value, px=max(1, int(retention_s * 1000)))
+        self._call(deadline, self._client.set, self._name(key), value, px=max(1, int(retention_s * 1000)))
 
     def release(self, key: str, token: str, deadline: "Any" = None) -> None:
-        self._call(deadline, self._release, keys=[self._prefix + key], args=[IN_FLIGHT + ":" + token])
+        self._call(deadline, self._release, keys=[self._name(key)], args=[IN_FLIGHT + ":" + token])
+
+    def _name(self, key: str) -> bytes:
+        """The Redis key; ``surrogatepass`` because an id may hold a lone surrogate (JSON's
+        ``"\\ud83d"``), which redis-py's strict encoding would refuse on every delivery."""
+        return (self._prefix + key).encode("utf-8", "surrogatepass")
 
 
 def _random_token() -> str:

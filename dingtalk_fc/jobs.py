@@ -2,10 +2,11 @@
 
 Anyone allowed to invoke the worker can hand it bytes, so a job carries an HMAC-SHA256 over
 every field, keyed with a key derived from the app's token and aes_key, and checked in constant
-time before the event is decrypted. The envelope (``dingtalk_fc_job``, ``sealed``, ``mac``)
-cannot be mistaken for DingTalk's ``{"encrypt": ...}`` body, and the MAC's input starts with
-its own label, so no DingTalk signature or ciphertext can pass for a job. The idempotency key is
-taken from the decrypted event, never from the job.
+time before the event is decrypted (with another key derived from the pair: encrypt-then-MAC).
+The envelope (``dingtalk_fc_job``, ``sealed``, ``mac``) cannot be mistaken for DingTalk's
+``{"encrypt": ...}`` body, and the MAC's input starts with its own label, so no DingTalk
+signature or ciphertext can pass for a job. The idempotency key is taken from the decrypted
+event, never from the job.
 """
 
 import hmac
@@ -23,15 +24,16 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
 
 JOB_VERSION = 1
 MAC_PURPOSE = b"dingtalk-fc worker job mac v1"
+ENCRYPTION_PURPOSE = b"dingtalk-fc worker job encryption v1"
 # FC limits an asynchronous invocation's payload to 128 KB; a larger job can never be handed off.
 MAX_JOB_BYTES = 128 * 1024
 TEXT_FIELDS = ("source", "request_id", "fingerprint", "sealed")
 
 
-class Job(namedtuple("Job", "plaintext source request_id fingerprint issued_ms cipher")):
+class Job(namedtuple("Job", "plaintext source request_id fingerprint issued_ms")):
     """An opened job: the event's ``plaintext``, where it came from (``source``: push, recovery,
     redrive), the delivery's ``request_id`` and ``fingerprint`` (its signature, for the replay
-    flag), when it was sealed (``issued_ms``) and the ``cipher`` whose key authenticated it."""
+    flag) and when it was sealed (``issued_ms``)."""
 
     __slots__ = ()
 
@@ -46,7 +48,9 @@ class JobSealer:
     """Seals jobs with the current key pair and opens jobs sealed with any configured pair."""
 
     def __init__(self, ciphers: "Sequence[dingtalk_crypto.DingTalkCrypto]", clock: "Callable[[], float]") -> None:
-        self._keyed = [(cipher, cipher.derive_key(MAC_PURPOSE)) for cipher in ciphers]
+        # encrypt-then-MAC, each under its own key derived from the pair: a sealed job is no
+        # DingTalk ciphertext, so it cannot be fed to the callback to learn anything about it
+        self._keyed = [(cipher.derive_cipher(ENCRYPTION_PURPOSE), cipher.derive_key(MAC_PURPOSE)) for cipher in ciphers]
         self._clock = clock
 
     def seal(self, plaintext: str, source: str, request_id: str, fingerprint: str = "") -> bytes:
@@ -82,9 +86,7 @@ class JobSealer:
             plaintext = cipher.decrypt(fields["sealed"])
         except dingtalk_crypto.DecryptionError as error:  # authentic, so only a bug gets here
             raise RequestRejected.from_cipher_error(error) from None
-        return Job(
-            plaintext, fields["source"], fields["request_id"], fields["fingerprint"], fields["issued_ms"], cipher
-        )
+        return Job(plaintext, fields["source"], fields["request_id"], fields["fingerprint"], fields["issued_ms"])
 
     @staticmethod
     def _parse(payload: bytes) -> "Dict[str, object]":

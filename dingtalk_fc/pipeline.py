@@ -476,9 +476,12 @@ class CallbackPipeline:
     # -- the worker function -------------------------------------------------------------------
 
     def run_job(self, payload: bytes, request_id: str, context: "Any" = None) -> str:
-        """Run a sealed job on the worker; raise when a retry may succeed, so FC's asynchronous
-        retry policy (and its on-failure destination) applies.
+        """Run a sealed job on the worker; raise unless it ran or was done already, so FC's
+        asynchronous retry policy and then its on-failure destination apply.
 
+        A job this instance cannot open is raised too: it may be sealed under a key pair this
+        instance does not know yet (the callback's and the worker's instances are replaced
+        independently during a rotation); a forged one ending in the dead letters is harmless.
         Returns the outcome written to the worker's log record.
         """
         started = time.perf_counter()
@@ -487,10 +490,8 @@ class CallbackPipeline:
             self._run_job(payload, context, record)
         except RequestRejected as rejection:
             refuse(rejection, record)
-            if rejection.problem.status < 500 and rejection.outcome == "rejected":
-                record["level"] = "error"  # a job that can never run: no retry, but an alert
-            else:
-                raise
+            record["level"] = "error"
+            raise
         except Exception:
             logger.exception("worker failed (request %s)", request_id)
             refuse(RequestRejected(errors.INTERNAL_ERROR, outcome="failed"), record)

@@ -150,7 +150,7 @@ ERROR_TABLE = [
     ("empty body", lambda h: with_body(signed(h), b""), 400, 900108),
     ("signature mismatch", lambda h: signed(h, signature="0" * 40, msg_signature="0" * 40), 403, 900005),
     ("signed with another token", lambda h: signed(h, msg_signature=None, signature="a" * 40), 403, 900005),
-    ("owner key mismatch", lambda h: owner_mismatch(h), 400, 900010),
+    ("owner key mismatch", lambda h: owner_mismatch(h), 400, 900008),
     ("plaintext not JSON", lambda h: encrypted(h, "not json"), 400, 900112),
     ("plaintext a JSON string", lambda h: encrypted(h, '"check_url"'), 400, 900112),
     ("no EventType", lambda h: encrypted(h, '{"eventId": "x"}'), 400, 900113),

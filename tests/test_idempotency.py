@@ -242,7 +242,10 @@ def test_memory_store_adopts_only_with_the_holders_token():
     claim = store.claim("k", 10, token="task-1")
     assert claim.token == "task-1"
     assert store.claim("k", 10, token="task-1").state == IN_FLIGHT  # a second claimant, not the holder
-    assert store.claim("k", 10, token="task-1", adopt=True).state == CLAIMED
+    adopted = store.claim("k", 10, token="task-1", adopt=True)
+    assert adopted.state == CLAIMED
+    assert adopted.token != "task-1"  # the adopter holds it under its own token
+    assert store.claim("k", 10, token="task-1", adopt=True).state == IN_FLIGHT  # a second adopter
     assert store.claim("k", 10, token="someone-else", adopt=True).state == IN_FLIGHT
 
 

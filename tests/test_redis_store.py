@@ -46,7 +46,10 @@ def test_holder_adopts_its_claim_with_its_token(redis_url):
     store = store_for(redis_url)
     claim = store.claim("renew", 10, token="task-1")
     assert store.claim("renew", 10, token="task-1").state == IN_FLIGHT  # a second claimant, not the holder
-    assert store.claim("renew", 10, token="task-1", adopt=True) == claim
+    adopted = store.claim("renew", 10, token="task-1", adopt=True)
+    assert adopted.state == CLAIMED
+    assert adopted.token not in ("task-1", claim.token)  # the adopter holds it under its own token
+    assert store.claim("renew", 10, token="task-1", adopt=True).state == IN_FLIGHT  # a second adopter
     assert store.claim("renew", 10, token="other", adopt=True).state == IN_FLIGHT
 
 

@@ -112,8 +112,9 @@ def test_forged_and_replayed_jobs_never_run_a_handler(deferred):
         harness.sender.build(APPROVAL).body,  # a captured DingTalk request
         b"not json",
     ]
-    for forged in forged_jobs:
-        assert index.worker(forged, FakeFcContext("forged")) == "rejected"
+    for forged in forged_jobs:  # raised, so FC retries and then dead-letters it: never run
+        with pytest.raises(Exception, match="worker job not authentic"):
+            index.worker(forged, FakeFcContext("forged"))
         assert harness.last_record["errcode"] == 900150
     assert handler.calls == []
     assert index.worker(job, FakeFcContext("real")) == "handled"
@@ -165,7 +166,8 @@ def test_no_record_carries_a_plaintext_window_whatever_the_forgery(block, where)
     else:  # a job whose MAC an attacker cannot make: rejected before decryption
         job = json.loads(harness.runtime.pipeline.seal_job(Event.from_data({"EventType": "x"}), "push", "r"))
         job["sealed"] = encrypt
-        harness.runtime.run_worker(json.dumps(job).encode(), "forged")
+        with pytest.raises(Exception, match="worker job not authentic"):
+            harness.runtime.run_worker(json.dumps(job).encode(), "forged")
     logged = harness.log.getvalue()
     assert logged
     assert [window for window in windows(SECRET_NOTE) if window in logged] == [], logged
@@ -232,7 +234,7 @@ def test_a_hanging_redis_is_bounded_by_the_budget(make_harness):
         harness = make_harness(
             router_for(Counter()),
             DINGTALK_DEDUP_REDIS_URL=f"redis://127.0.0.1:{server.port}/0",
-            DINGTALK_DEDUP_TIMEOUT_MS="5000",  # each call alone could wait 5 s
+            DINGTALK_DEDUP_TIMEOUT_MS="1000",  # each call alone could wait a second
             DINGTALK_REQUEST_BUDGET_MS="300",
             DINGTALK_DEDUP_FAIL_CLOSED="1",
         )
@@ -509,3 +511,113 @@ def test_template_worker_timeout_is_below_the_lease():
         template = yaml.load(source, Loader=AnyTag)
     worker = template["Resources"]["dingtalk-callback"]["worker"]["Properties"]
     assert worker["Timeout"] < load_settings(TEST_ENV).dedup_in_flight_s
+
+
+# -- found by the adversarial review of the fixes above --------------------------------------------
+
+
+def test_decryption_failures_give_no_padding_oracle(make_harness):
+    """A holder of the token (not of the aes_key) signs ``C' || C_k`` for every value of the
+    last byte of ``C'``: had "invalid padding" an answer of its own, the one value that passes
+    the padding check would reveal a byte of ``C_k``'s plaintext (256 requests a byte)."""
+    harness = make_harness()
+    crypto = harness.sender.crypto
+    captured = base64.b64decode(crypto.encrypt(json.dumps({"EventType": "user_add_org", "note": SECRET_NOTE})))
+    target = captured[32:48]
+    answers = set()
+    for guess in range(256):
+        encrypt = base64.b64encode(bytes(15) + bytes([guess]) + target).decode()
+        timestamp, nonce = crypto.timestamp_ms(), crypto.new_nonce()
+        query = f"msg_signature={crypto.signature(timestamp, nonce, encrypt)}&timestamp={timestamp}&nonce={nonce}"
+        body = json.dumps({"encrypt": encrypt}).encode()
+        environ = {"REQUEST_METHOD": "POST", "QUERY_STRING": query, "CONTENT_LENGTH": str(len(body))}
+        reply = harness.call(dict(environ, **{"wsgi.input": io.BytesIO(body)}))
+        answers.add((reply.status, reply.body))
+    assert answers == {(400, b'{"errcode": 900008, "errmsg": "decryption failed"}')}
+    assert {r["detail"].split(":")[0] for r in harness.records} > {"900008"}  # the log keeps the reason
+
+
+def test_a_job_sealed_with_a_pair_the_worker_does_not_know_is_retried_not_dropped(make_harness):
+    """During a rotation the callback's and the worker's instances are replaced independently: a
+    job the worker cannot authenticate must go back to FC (retries, then the on-failure
+    destination), not be counted a success."""
+    handler = Counter()
+    callback = make_harness(
+        router_for(handler, "bpms_instance_change"),
+        DINGTALK_TOKEN="n3wTokenAfterRotation",
+        DINGTALK_AES_KEY="A" * 42 + "E",
+        DINGTALK_PREVIOUS_TOKEN=TEST_ENV["DINGTALK_TOKEN"],
+        DINGTALK_PREVIOUS_AES_KEY=TEST_ENV["DINGTALK_AES_KEY"],
+    )
+    worker = make_harness(router_for(handler, "bpms_instance_change"))  # still on the old pair
+    job = callback.runtime.pipeline.seal_job(Event.from_data(APPROVAL), "push", "r")
+    with pytest.raises(Exception, match="worker job not authentic"):
+        worker.runtime.run_worker(job, "w", FakeFcContext("w"))
+    assert worker.last_record["level"] == "error"
+    assert callback.runtime.run_worker(job, "w", FakeFcContext("w")) == "handled"  # a worker that knows it
+    assert handler.calls == ["appr-1"]
+
+
+def test_a_second_delivery_of_a_job_does_not_run_beside_the_first(make_harness):
+    """FC's asynchronous delivery is at least once, and a dead letter may be re-driven while
+    its first run goes on: only the handed-off claim can be adopted, once."""
+    gate = threading.Event()
+    handler = Counter(gate=gate)
+    harness = make_harness(router_for(handler, "bpms_instance_change"))
+    job = harness.runtime.pipeline.seal_job(Event.from_data(APPROVAL), "push", "r")
+    first = threading.Thread(target=harness.runtime.run_worker, args=(job, "w-1", FakeFcContext("w-1")))
+    first.start()
+    while not handler.calls:
+        time.sleep(0.01)
+    with pytest.raises(Exception, match="event already in progress"):  # FC retries it later
+        harness.runtime.run_worker(job, "w-2", FakeFcContext("w-2"))
+    gate.set()
+    first.join(10)
+    assert handler.calls == ["appr-1"]
+    assert harness.runtime.run_worker(job, "w-3", FakeFcContext("w-3")) == "duplicate"
+
+
+class SlowStore(MemoryStore):
+    """Every command through ``deadline.call`` as RedisStore's are; the claim answers after
+    ``claim_s``, the completion hangs (a Redis failing over)."""
+
+    def __init__(self, claim_s):
+        super().__init__()
+        self.claim_s = claim_s
+
+    def claim(self, key, lease_s, token=None, adopt=False, deadline=None):
+        deadline.call(time.sleep, self.claim_s)
+        return super().claim(key, lease_s, token, adopt)
+
+    def complete(self, key, retention_s, done_by="", deadline=None):
+        from dingtalk_fc.deadline import BudgetSpent
+        from dingtalk_fc.dedup import StoreUnavailable
+
+        try:
+            deadline.call(time.sleep, 5)
+        except BudgetSpent:
+            raise StoreUnavailable("redis: request budget spent") from None
+
+
+def test_budget_and_completion_together_stay_inside_the_deadline(make_harness):
+    """The completion of a handled event gets a store timeout even when the budget is spent, so
+    the two together are bounded: the largest accepted pair still answers inside 1500 ms."""
+    refused = make_harness(DINGTALK_REQUEST_BUDGET_MS="1300", DINGTALK_DEDUP_TIMEOUT_MS="200")
+    assert refused.send({"EventType": "check_url"}).status == 500
+    assert refused.last_record["detail"].startswith("DINGTALK_REQUEST_BUDGET_MS plus DINGTALK_DEDUP_TIMEOUT_MS")
+    harness = make_harness(router_for(Counter()), DINGTALK_REQUEST_BUDGET_MS="1200", DINGTALK_DEDUP_TIMEOUT_MS="200")
+    harness.runtime.pipeline._store = SlowStore(claim_s=1.19)
+    reply, elapsed = timed_send(harness, {"EventType": "user_add_org", "eventId": "slow-store-1"})
+    assert harness.sender.check_reply(reply.status, reply.body) == "success"
+    assert "complete failed" in harness.last_record["store_warning"]
+    assert elapsed < 1.5
+
+
+def test_an_id_with_a_lone_surrogate_is_claimed_in_redis(make_harness, redis_url):
+    handler = Counter()
+    harness = make_harness(router_for(handler), DINGTALK_DEDUP_REDIS_URL=redis_url)
+    plaintext = '{"EventType":"user_add_org","eventId":"e-\\ud83d-1","userId":["u1"]}'
+    statuses = [harness.send(plaintext).status for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    assert [r["outcome"] for r in harness.records] == ["handled", "duplicate", "duplicate"]
+    assert len(handler.calls) == 1
