@@ -14,6 +14,7 @@ import hmac
 import os
 import time
 
+from .deadline import BudgetSpent, Deadline
 from .pipeline import Deferrer, HandOffError
 
 TYPE_CHECKING = False
@@ -137,23 +138,25 @@ class Fc3AsyncDeferrer(Deferrer):
         self._endpoint = endpoint
         self._environ = os.environ if environ is None else environ
 
-    def hand_off(self, task_id: str, payload: bytes, context: "Any", deadline: "Any") -> None:
-        import http.client
-
-        from .deadline import BudgetSpent
-
+    def hand_off(self, task_id: str, payload: bytes, context: "Any", deadline: Deadline) -> None:
         if context is None:
             raise HandOffError("no FC context")
-        endpoint = self._endpoint or f"https://{context.account_id}.{context.region}.fc.aliyuncs.com"
-        credentials = credentials_of(context, self._environ)
-        path, headers = invocation_request(endpoint, self._function, task_id, payload, credentials)
-        try:
-            status, code = deadline.call(post, endpoint, path, headers, payload, deadline.remaining())
+        try:  # the budget covers name resolution, the TLS handshake and a trickling answer
+            status, code = deadline.call(self._invoke, task_id, payload, context, deadline.remaining())
         except BudgetSpent:
-            raise HandOffError("FC 3.0 did not answer within the budget") from None
-        except (OSError, http.client.HTTPException) as error:
-            raise HandOffError("FC 3.0 unreachable: " + type(error).__name__) from None
+            raise HandOffError("FC 3.0 did not answer within the request budget") from None
         if status == 409:  # this task id was handed off before
             return
         if not 200 <= status < 300:
             raise HandOffError(f"FC 3.0 refused the hand-off with {status} {code}".rstrip())
+
+    def _invoke(self, task_id: str, payload: bytes, context: "Any", timeout_s: float) -> "Tuple[int, str]":
+        import http.client
+
+        endpoint = self._endpoint or f"https://{context.account_id}.{context.region}.fc.aliyuncs.com"
+        credentials = credentials_of(context, self._environ)
+        path, headers = invocation_request(endpoint, self._function, task_id, payload, credentials)
+        try:
+            return post(endpoint, path, headers, payload, timeout_s)
+        except (OSError, http.client.HTTPException) as error:
+            raise HandOffError("FC 3.0 unreachable: " + type(error).__name__) from None

@@ -33,9 +33,11 @@ def fc_signature(secret: str, method: str, path: str, headers: Dict[str, str]) -
 
 
 class FcApiStub:
-    """``credentials`` maps access key id to (secret, security token)."""
+    """``credentials`` maps access key id to (secret, security token); ``port`` 0 picks one."""
 
-    def __init__(self, worker: Callable[[bytes, str], Any], credentials: Dict[str, tuple], retries: int = 3) -> None:
+    def __init__(
+        self, worker: Callable[[bytes, str], Any], credentials: Dict[str, tuple], retries: int = 3, port: int = 0
+    ) -> None:
         self.worker = worker
         self.credentials = credentials
         self.retries = retries
@@ -69,7 +71,7 @@ class FcApiStub:
                         time.sleep(stub.trickle_s)
                     self.wfile.write(payload[offset : offset + 1])
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
