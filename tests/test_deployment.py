@@ -174,6 +174,8 @@ def test_python310_package_hands_off_through_fc3(tmp_path):
     reaches the local FC 3.0 invoke API signed with the package's own client."""
     from fc3_api_stub import Fc3ApiStub
 
+    from dingtalk_fc.pipeline import task_id_for
+
     python = find_interpreter("3.10")
     if python is None:
         pytest.skip("no Python 3.10 interpreter on this machine")
@@ -200,6 +202,7 @@ def test_python310_package_hands_off_through_fc3(tmp_path):
     [invocation] = stub.accepted()
     assert invocation["function"] == "dingtalk-worker"
     assert invocation["headers"]["x-acs-security-token"] == "smoke-token"
-    assert json.loads(invocation["body"])["key"] == "smoke-fc3-1"
+    assert invocation["task_id"] == task_id_for("dingsmoketest0000003:smoke-fc3-1")
+    assert "sealed" in json.loads(invocation["body"])
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [r["outcome"] for r in records] == ["handled", "deferred"]
