@@ -40,6 +40,7 @@ SETTINGS_FIELDS = (
     "worker_service",
     "fc_endpoint",
     "request_budget_ms",
+    "fc_version",
 )
 
 
@@ -154,6 +155,15 @@ def _redis_url(environ: "Mapping[str, str]") -> "Optional[str]":
     return url
 
 
+def _fc_version(environ: "Mapping[str, str]") -> str:
+    """Which FC API hands deferred events off: set by the template (s.yaml says 3.0), because an
+    FC 3.0 python3.9/3.10 context cannot be told from FC 2.0's, and event functions have no adapter."""
+    value = environ.get("DINGTALK_FC_VERSION", "").strip() or "2.0"
+    if value not in ("2.0", "3.0"):
+        raise ConfigError("DINGTALK_FC_VERSION", "must be 2.0 or 3.0")
+    return value
+
+
 # DingTalk waits 1500 ms for the reply: the calls that leave the process get at most this, the
 # budget and one store timeout after it together.
 MAX_REQUEST_BUDGET_MS = 1400
@@ -183,6 +193,7 @@ def load_settings(environ: "Mapping[str, str]") -> Settings:
         worker_service=_optional(environ, "DINGTALK_WORKER_SERVICE"),
         fc_endpoint=_optional(environ, "DINGTALK_FC_ENDPOINT"),
         request_budget_ms=_integer(environ, "DINGTALK_REQUEST_BUDGET_MS", 1000, minimum=50),
+        fc_version=_fc_version(environ),
     )
     _check_relations(settings)
     return settings

@@ -79,6 +79,10 @@ class Runtime:
             from .deferral import ThreadDeferrer
 
             return ThreadDeferrer(self.run_worker)
+        if settings.worker_function and settings.fc_version == "3.0":
+            from .deferral_fc3 import Fc3AsyncDeferrer
+
+            return Fc3AsyncDeferrer(settings.worker_function, settings.fc_endpoint, self._environ)
         if settings.worker_function:
             from .deferral import FcAsyncDeferrer
 

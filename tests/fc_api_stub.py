@@ -33,9 +33,11 @@ def fc_signature(secret: str, method: str, path: str, headers: Dict[str, str]) -
 
 
 class FcApiStub:
-    """``credentials`` maps access key id to (secret, security token)."""
+    """``credentials`` maps access key id to (secret, security token); ``port`` 0 picks one."""
 
-    def __init__(self, worker: Callable[[bytes, str], Any], credentials: Dict[str, tuple], retries: int = 3) -> None:
+    def __init__(
+        self, worker: Callable[[bytes, str], Any], credentials: Dict[str, tuple], retries: int = 3, port: int = 0
+    ) -> None:
         self.worker = worker
         self.credentials = credentials
         self.retries = retries
@@ -69,7 +71,7 @@ class FcApiStub:
                         time.sleep(stub.trickle_s)
                     self.wfile.write(payload[offset : offset + 1])
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -77,42 +79,59 @@ class FcApiStub:
         self.server.shutdown()
         self.server.server_close()
 
+    def error(self, status: int, code: str, message: str = "") -> tuple:
+        return status, {"ErrorCode": code, "ErrorMessage": message}
+
     def invoke(self, method: str, path: str, headers: Dict[str, str], body: bytes) -> tuple:
+        """FC's answer: refusals first, then 409 for a known task id, else 202 and a worker run."""
         lowered = {name.lower(): value for name, value in headers.items()}
-        match = INVOKE_PATH.match(path)
         record = {"path": path, "headers": lowered, "body": body}
         with self.lock:
             self.invocations.append(record)
-            if self.fail_next:
+            failing = self.fail_next > 0
+            if failing:
                 self.fail_next -= 1
-                return 500, {"ErrorCode": "InternalServerError", "ErrorMessage": "stub failure"}
-        if method != "POST" or not match:
-            return 404, {"ErrorCode": "PathNotSupported"}
-        authorization = lowered.get("authorization", "")
-        key_id, _, signature = authorization[len("FC ") :].partition(":")
-        secret, token = self.credentials.get(key_id, (None, None))
-        if not authorization.startswith("FC ") or secret is None:
-            return 403, {"ErrorCode": "InvalidAccessKeyId"}
-        if lowered.get("x-fc-security-token") != token:
-            return 403, {"ErrorCode": "InvalidSecurityToken"}
-        if not hmac.compare_digest(signature, fc_signature(secret, method, path, headers)):
-            return 403, {"ErrorCode": "SignatureNotMatch"}
-        if lowered.get("x-fc-invocation-type") != "Async":
-            return 400, {"ErrorCode": "InvalidArgument", "ErrorMessage": "expected an asynchronous invocation"}
-        task_id = lowered.get("x-fc-stateful-async-invocation-id")
-        if not task_id:
-            return 400, {"ErrorCode": "InvalidArgument", "ErrorMessage": "no stateful invocation id"}
+        if failing:
+            return self.error(500, "InternalServerError", "stub failure")
+        checked = self.check(method, path, lowered, body)
+        if isinstance(checked, tuple):
+            return checked
         if len(body) > 128 * 1024:
-            return 413, {"ErrorCode": "PayloadTooLarge"}
+            return self.error(413, "PayloadTooLarge")
+        task_id = checked["task_id"]
         with self.lock:
             if task_id in self.task_ids:
-                return 409, {"ErrorCode": "ResourceExists", "ErrorMessage": "invocation id exists"}
+                return self.conflict()
             self.task_ids.add(task_id)
-        record["service"], record["function"], record["task_id"] = match["service"], match["function"], task_id
+        record.update(checked)
         thread = threading.Thread(target=self._run, args=(body, task_id), daemon=True)
         self.threads.append(thread)
         thread.start()
         return 202, {}
+
+    def conflict(self) -> tuple:
+        return self.error(409, "ResourceExists", "invocation id exists")
+
+    def check(self, method: str, path: str, lowered: Dict[str, str], body: bytes) -> Any:
+        """A refusal ``(status, answer)``, or the accepted invocation's fields with its task id."""
+        match = INVOKE_PATH.match(path)
+        if method != "POST" or not match:
+            return self.error(404, "PathNotSupported")
+        authorization = lowered.get("authorization", "")
+        key_id, _, signature = authorization[len("FC ") :].partition(":")
+        secret, token = self.credentials.get(key_id, (None, None))
+        if not authorization.startswith("FC ") or secret is None:
+            return self.error(403, "InvalidAccessKeyId")
+        if lowered.get("x-fc-security-token") != token:
+            return self.error(403, "InvalidSecurityToken")
+        if not hmac.compare_digest(signature, fc_signature(secret, method, path, lowered)):
+            return self.error(403, "SignatureNotMatch")
+        if lowered.get("x-fc-invocation-type") != "Async":
+            return self.error(400, "InvalidArgument", "expected an asynchronous invocation")
+        task_id = lowered.get("x-fc-stateful-async-invocation-id")
+        if not task_id:
+            return self.error(400, "InvalidArgument", "no stateful invocation id")
+        return {"service": match["service"], "function": match["function"], "task_id": task_id}
 
     def _run(self, payload: bytes, task_id: str) -> None:
         """FC's async policy: the first attempt, then up to ``retries`` more on failure."""

@@ -120,7 +120,11 @@ def package(request, tmp_path_factory):
 def test_package_holds_the_function_and_nothing_else(package):
     runtime, path = package
     names = set(os.listdir(path))
-    assert {"index.py", "handlers.py", "dingtalk_crypto.py", "dingtalk_fc", "Crypto", "redis", "fc2"} <= names
+    assert {"index.py", "handlers.py", "dingtalk_crypto.py", "dingtalk_fc", "Crypto", "redis"} <= names
+    if runtime == "python3":  # Funcraft deploys to FC 2.0, whose API fc2 speaks
+        assert {"fc2", "requests"} <= names
+    else:  # FC 3.0: the hand-off needs only the standard library
+        assert not names & {"fc2", "requests", "urllib3"}
     assert not names & {"tests", "tools", "dingtalk_fc_dev", "node_modules", "template.yml", "README.md"}
     assert not glob.glob(os.path.join(path, "**", "test_*.py"), recursive=False)
     aes = glob.glob(os.path.join(path, "Crypto", "Cipher", "_raw_aes*.so"))
@@ -136,6 +140,15 @@ def test_package_holds_the_function_and_nothing_else(package):
     assert "x86_64" in wheel_tags
 
 
+def run_smoke(python, package, script, *args):
+    """``tests/<script>`` under ``python`` with only the package (and the standard library) importable."""
+    smoke = os.path.join(ROOT, "tests", script)
+    code = (
+        f"import sys; sys.path[:0] = [{package!r}]; sys.argv = ['smoke'] + sys.argv[1:]; exec(open({smoke!r}).read())"
+    )
+    return subprocess.run([python, "-S", "-c", code, *args], capture_output=True, text=True, timeout=120, cwd="/")
+
+
 @pytest.mark.parametrize("with_redis", [False, True], ids=["memory store", "redis store"])
 def test_package_answers_under_its_runtime_python(package, redis_url, with_redis):
     runtime, path = package
@@ -143,10 +156,7 @@ def test_package_answers_under_its_runtime_python(package, redis_url, with_redis
     python = find_interpreter(version)
     if python is None:
         pytest.skip(f"no Python {version} interpreter on this machine")
-    smoke = os.path.join(ROOT, "tests", "smoke_deployed.py")
-    code = f"import sys; sys.path[:0] = [{path!r}]; sys.argv = ['smoke'] + sys.argv[1:]; exec(open({smoke!r}).read())"
-    args = [python, "-S", "-c", code] + ([redis_url] if with_redis else [])
-    result = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd="/")
+    result = run_smoke(python, path, "smoke_deployed.py", *([redis_url] if with_redis else []))
     scan_for_leaks(result.stdout + result.stderr, f"package smoke {runtime}")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.split("SMOKE ", 1)[1])
@@ -157,3 +167,42 @@ def test_package_answers_under_its_runtime_python(package, redis_url, with_redis
     assert summary["redis_loaded"] is with_redis
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [r["outcome"] for r in records] == ["handled", "handled", "duplicate"]
+
+
+def test_python310_package_hands_off_through_fc3(tmp_path):
+    """The python3.10 package under real Python 3.10: fc3_handler answers, and its deferred event
+    reaches the local FC 3.0 invoke API signed with the package's own client."""
+    from fc3_api_stub import Fc3ApiStub
+
+    from dingtalk_fc.pipeline import task_id_for
+
+    python = find_interpreter("3.10")
+    if python is None:
+        pytest.skip("no Python 3.10 interpreter on this machine")
+    output = str(tmp_path / "python3.10")
+    subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "package.py"), "--runtime", "python3.10", "--output", output],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    stub = Fc3ApiStub(lambda payload, request_id: "handled", {"STS.smoke": ("smoke-secret", "smoke-token")})
+    try:
+        result = run_smoke(python, output, "smoke_fc3.py", stub.endpoint)
+        stub.wait()
+    finally:
+        stub.close()
+    scan_for_leaks(result.stdout + result.stderr, "package smoke fc3")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.split("SMOKE ", 1)[1])
+    assert summary["python"] == "3.10"
+    for delivery in ("check_url", "event"):
+        assert summary[delivery] == {"status": 200, "signature_ok": True, "message": "success"}
+    assert summary["fc2_loaded"] is False
+    [invocation] = stub.accepted()
+    assert invocation["function"] == "dingtalk-worker"
+    assert invocation["headers"]["x-acs-security-token"] == "smoke-token"
+    assert invocation["task_id"] == task_id_for("dingsmoketest0000003:smoke-fc3-1")
+    assert "sealed" in json.loads(invocation["body"])
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["outcome"] for r in records] == ["handled", "deferred"]

@@ -140,12 +140,26 @@ def test_s_yaml_renders_offline_and_matches_the_fc3_schema():
     assert props["handler"] == "index.fc3_handler"
     assert props["code"] == "./build/python3.10"
     assert props["instanceLifecycleConfig"]["initializer"]["handler"] == "index.initializer"
-    assert props["environmentVariables"] == TEST_ENV  # substituted from the environment
+    worker = rendered["resources"]["worker"]["props"]
+    environment = {**TEST_ENV, "DINGTALK_FC_VERSION": "3.0", "DINGTALK_WORKER_FUNCTION": worker["functionName"]}
+    assert props["environmentVariables"] == environment  # secrets substituted from the environment
     assert props["triggers"][0]["triggerConfig"] == {"authType": "anonymous", "methods": ["GET", "POST"]}
     assert props["customDomain"]["route"]["path"] == "/*"
     assert set(props["logConfig"]) == {"project", "logstore"}
+    assert props["role"] == worker["role"]  # the callback's STS credentials invoke the worker
+    assert worker["handler"] == "index.worker"
+    assert (worker["runtime"], worker["code"]) == (props["runtime"], props["code"])
+    assert worker["environmentVariables"] == environment  # the worker decrypts the hand-off
+    assert worker["logConfig"] == props["logConfig"]
+    async_config = worker["asyncInvokeConfig"]
+    assert async_config["asyncTask"] is True  # needed for x-fc-async-task-id
+    assert async_config["maxAsyncRetryAttempts"] >= 1
+    assert async_config["maxAsyncEventAgeInSeconds"] >= 3600
+    assert async_config["destinationConfig"]["onFailure"]["destination"].startswith("acs:mns:")
     with open(FC3_SCHEMA, encoding="utf-8") as source:
-        jsonschema.validate(props, json.load(source))
+        schema = json.load(source)
+    for resource in rendered["resources"].values():
+        jsonschema.validate(resource["props"], schema)
 
 
 def test_s_preview_fails_on_a_broken_file(tmp_path):

@@ -25,6 +25,10 @@ DEPLOYED_MODULES = ["index.py", "handlers.py", "dingtalk_crypto.py"]
 DEPLOYED_PACKAGES = ["dingtalk_fc"]
 # Pure-Python releases published only as source distributions.
 SOURCE_ONLY = ["aliyun-fc2"]
+# FC 2.0's API client: only Funcraft's python3 runtime needs it (FC 3.0's hand-off signs its
+# requests with the standard library), so the other runtimes' packages leave it and its
+# dependencies (requests, urllib3, ...) out.
+FC2_ONLY = {"aliyun-fc2": ["python3"]}
 # A complete, pinned list per runtime whose Python differs from the build host's markers.
 LOCK_FILE = os.path.join(ROOT, "tools", "lock-{runtime}.txt")
 
@@ -37,6 +41,10 @@ def requirement_lines(path: str) -> List[str]:
     with open(path, encoding="utf-8") as source:
         lines = [line.split("#")[0].strip() for line in source]
     return [line for line in lines if line]
+
+
+def name_of(requirement: str) -> str:
+    return requirement.split("==")[0].strip().lower()
 
 
 def find_interpreter(version: str) -> Optional[str]:
@@ -71,7 +79,8 @@ def build(runtime: str, output: str) -> str:
     lock = LOCK_FILE.format(runtime=runtime)
     requirements = lock if os.path.exists(lock) else os.path.join(ROOT, "requirements.txt")
     with tempfile.TemporaryDirectory(prefix="wheelhouse-") as wheelhouse:
-        pure = [line for line in requirement_lines(requirements) if line.split("==")[0].lower() in SOURCE_ONLY]
+        wanted = [line for line in requirement_lines(requirements) if runtime in FC2_ONLY.get(name_of(line), [runtime])]
+        pure = [line for line in wanted if name_of(line) in SOURCE_ONLY]
         if pure:
             pip("wheel", "--no-deps", "--wheel-dir", wheelhouse, *pure)
         install = [
@@ -87,8 +96,7 @@ def build(runtime: str, output: str) -> str:
             "--only-binary=:all:",
             "--find-links",
             wheelhouse,
-            "--requirement",
-            requirements,
+            *wanted,
         ]
         if requirements == lock:
             install.append("--no-deps")
