@@ -39,14 +39,15 @@ def _json(raw: "Any") -> "Any":
 
 
 def _job(payload: "Any") -> "Optional[Dict[str, Any]]":
-    """The worker job in ``payload``: an object, its JSON text, or that text in base64."""
+    """The worker job (see :mod:`dingtalk_fc.jobs`) in ``payload``: an object, its JSON text,
+    or that text in base64. Authenticity is checked where the job runs, not here."""
     parsed = _json(payload)
     if parsed is None and isinstance(payload, str):
         try:
             parsed = _json(base64.b64decode(payload, validate=True))
         except (binascii.Error, ValueError):
             parsed = None
-    if isinstance(parsed, dict) and isinstance(parsed.get("encrypt"), str):
+    if isinstance(parsed, dict) and "dingtalk_fc_job" in parsed and isinstance(parsed.get("sealed"), str):
         return parsed
     return None
 
@@ -86,7 +87,7 @@ def dead_letter_record(event: "Any", request_id: str) -> "Dict[str, Any]":
         size = len(event) if isinstance(event, (bytes, bytearray, str)) else 0
         record["detail"] = f"no worker job in the payload ({size} bytes): see FC's invocation log"
         return {key: value for key, value in record.items() if value is not None}
-    record["event_id"] = _short(job.get("key"))
+    record["job_source"] = _short(job.get("source"))
     record["handoff_request_id"] = _short(job.get("request_id"))
     record["job"] = json.dumps(job, separators=(",", ":"))
     return {key: value for key, value in record.items() if value is not None}
