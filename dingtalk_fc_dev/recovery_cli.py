@@ -12,10 +12,9 @@ import sys
 import uuid
 from typing import Any, Dict, Iterator, List, TextIO, Tuple
 
-from dingtalk_fc.deadline import Deadline
-
 from dingtalk_fc import dead_letter, failed_items, recovery
 from dingtalk_fc.config import ConfigError
+from dingtalk_fc.deadline import Deadline
 from dingtalk_fc.dingtalk_api import ApiError
 from dingtalk_fc.errors import RequestRejected
 from dingtalk_fc.records import RecordWriter
