@@ -49,8 +49,7 @@ def test_fun_validate_catches_a_broken_timer(tmp_path, mutate, complaint):
     assert complaint in result.stdout + result.stderr
 
 
-def test_s_yaml_declares_recovery_and_dead_letter_for_fc3(monkeypatch):
-    monkeypatch.setenv("DINGTALK_APP_SECRET", APP_SECRET)
+def test_s_yaml_declares_recovery_and_dead_letter_for_fc3():
     result = s_preview(os.path.join(ROOT, "s.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
     resources = json.loads(result.stdout[result.stdout.index("{") :])["resources"]
