@@ -3,7 +3,9 @@
 * ``handler(environ, start_response)``: FC 2.0 HTTP function (WSGI), ``Handler: index.handler``;
 * ``initializer(context)``: reads and validates the configuration once per instance;
 * ``worker(event, context)``: the worker function that runs deferred handlers;
-* ``fc3_handler(event, context)``: FC 3.0 built-in runtimes' HTTP trigger.
+* ``fc3_handler(event, context)``: FC 3.0 built-in runtimes' HTTP trigger;
+* ``recover(event, context)``: the timer function that pulls DingTalk's failed-push list;
+* ``dead_letter(event, context)``: the worker's on-failure destination.
 """
 
 from dingtalk_fc import wsgi
@@ -33,3 +35,16 @@ def fc3_handler(event: bytes, context: "Any") -> "Dict[str, Any]":
     from dingtalk_fc import fc3  # FC 3.0 only: not imported by FC 2.0 cold starts
 
     return fc3.serve(runtime, event, context)
+
+
+def recover(event: "Any", context: "Any") -> "Dict[str, Any]":
+    from dingtalk_fc import recovery  # recovery only: not imported by the callback's cold start
+
+    return recovery.recover(runtime, wsgi.request_id_of(context), context)
+
+
+def dead_letter(event: "Any", context: "Any", records: "Any" = None) -> "Dict[str, Any]":
+    from dingtalk_fc.dead_letter import record_dead_letter
+    from dingtalk_fc.records import RecordWriter
+
+    return record_dead_letter(event, wsgi.request_id_of(context), records or RecordWriter())

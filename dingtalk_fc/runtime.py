@@ -100,6 +100,15 @@ class Runtime:
         return self._pipeline
 
     @property
+    def environ(self) -> "Mapping[str, str]":
+        """The environment the configuration is read from (recovery reads its own variables)."""
+        return os.environ if self._environ is None else self._environ
+
+    @property
+    def records(self) -> RecordWriter:
+        return self._records
+
+    @property
     def max_body_bytes(self) -> int:
         if self._pipeline is None:
             self.start()

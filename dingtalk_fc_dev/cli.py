@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 from dingtalk_crypto import DingTalkCryptoError
 
-from . import catalog
+from . import catalog, recovery_cli
 from .demo import credentials_from
 from .testkit import DEADLINE_MS, Delivery, DingTalkSender, ReplyError, expected_reply
 
@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(run=cmd_replay)
 
     commands.add_parser("events", help="list the catalog's event types").set_defaults(run=cmd_events)
+    recovery_cli.add_commands(commands)  # recover, redrive
     return parser
 
 

@@ -35,6 +35,8 @@ PREVIOUS_KEYS = {
     "DINGTALK_PREVIOUS_AES_KEY": "Zm9yZXZlcnlvbmV3aG9yb3RhdGVzdGhlaXJrZXlzMDE",
 }
 CANARY = "PLAINTEXT-CANARY-7f3a9c"
+APP_SECRET = "AppSecretUsedOnlyInTests0c4b2e9f"  # recovery's DINGTALK_APP_SECRET
+ACCESS_TOKEN_MARKER = "AccessTokenMarker9d1e"  # in every token tests/dingtalk_api_stub.py issues
 LEAK_MARKERS = [
     TEST_ENV["DINGTALK_TOKEN"],
     TEST_ENV["DINGTALK_AES_KEY"],
@@ -44,6 +46,8 @@ LEAK_MARKERS = [
     '"EventType"',
     "test-access-key-secret",  # FakeFcContext's STS credentials (the hand-off signs with them)
     "test-security-token",
+    APP_SECRET,
+    ACCESS_TOKEN_MARKER,
 ]
 
 _leaks = []  # type: List[str]

@@ -8,7 +8,7 @@ import subprocess
 
 import jsonschema
 import pytest
-from conftest import ROOT, TEST_ENV
+from conftest import APP_SECRET, ROOT, TEST_ENV
 
 from dingtalk_fc.fc3 import serve
 from dingtalk_fc_dev.testkit import FakeFcContext
@@ -124,7 +124,7 @@ def test_index_fc3_handler_is_wired(harness, monkeypatch):
 
 
 def s_preview(path):
-    env = {**os.environ, **TEST_ENV}
+    env = {**os.environ, **TEST_ENV, "DINGTALK_APP_SECRET": APP_SECRET}  # the recover function reads it
     return subprocess.run(
         [S, "preview", "-t", path, "-o", "json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )

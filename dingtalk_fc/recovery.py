@@ -1,0 +1,278 @@
+"""One recovery run: pull DingTalk's failed-push list and run each event through the pipeline.
+
+The list may be cleared as it is read, so a pulled page is made durable before anything runs:
+each event is sealed (encrypted, as a worker job) into a ``"stage": "pulled"`` journal line on
+stdout, which FC ships to the Logstore, and ``python -m dingtalk_fc_dev redrive`` can run it
+again from an export of those lines. Then every event goes through
+:meth:`CallbackPipeline.process_event` (de-duplication, the handler or the hand-off to the
+worker) and gets its own record; one summary record closes the run.
+
+A page is pulled only while the time budget leaves room to run it, so a run that stops for
+time stops between pages, and the next run continues from DingTalk's list.
+"""
+
+import time
+import weakref
+from collections import namedtuple
+
+from . import dingtalk_api, errors
+from .config import ConfigError, _integer, _optional, _required
+from .deadline import Deadline
+from .errors import RequestRejected
+from .failed_items import event_from_item
+from .pipeline import elapsed_ms
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only
+    from typing import Any, Callable, Dict, List, Mapping, Optional
+
+    from .pipeline import CallbackPipeline
+    from .records import RecordWriter
+    from .runtime import Runtime
+
+SOURCE = "recovery"
+# Kept free below the function's own timeout, for the last page's events and the summary.
+TIMEOUT_MARGIN_S = 20
+# Time held back for running a page before the first page has shown how long one takes.
+MIN_PAGE_RESERVE_S = 5.0
+OUTCOME_COUNTERS = {
+    "handled": "handled",
+    "unhandled": "handled",
+    "deferred": "deferred",
+    "duplicate": "duplicates",
+    "in_flight": "in_flight",
+    "dedup_unavailable": "handled",  # the store was down, the handler ran (failing open)
+}  # anything else (failed, a store refusal) counts as failed
+
+RECOVERY_FIELDS = (
+    "app_key",
+    "app_secret",
+    "generation",
+    "api_base",
+    "oapi_base",
+    "api_timeout_s",
+    "budget_s",
+    "max_pages",
+)
+
+
+class RecoverySettings(namedtuple("RecoverySettings", RECOVERY_FIELDS)):
+    """What a recovery run needs beyond the callback's settings; see :func:`load_recovery_settings`."""
+
+    __slots__ = ()
+
+
+def load_recovery_settings(environ: "Mapping[str, str]") -> RecoverySettings:
+    """Validated when a recovery runs (the callback never needs the app secret)."""
+    generation = (_optional(environ, "DINGTALK_RECOVERY_API") or dingtalk_api.V1).lower()
+    if generation not in dingtalk_api.GENERATIONS:
+        raise ConfigError("DINGTALK_RECOVERY_API", "must be " + " or ".join(dingtalk_api.GENERATIONS))
+    bases = {}
+    for name, default in (
+        ("DINGTALK_API_BASE", dingtalk_api.DEFAULT_API_BASE),
+        ("DINGTALK_OAPI_BASE", dingtalk_api.DEFAULT_OAPI_BASE),
+    ):
+        bases[name] = _optional(environ, name) or default
+        if not bases[name].startswith(("https://", "http://")):
+            raise ConfigError(name, "must start with https:// or http://")
+    return RecoverySettings(
+        app_key=_optional(environ, "DINGTALK_RECOVERY_APP_KEY") or _required(environ, "DINGTALK_APP_KEY"),
+        app_secret=_required(environ, "DINGTALK_APP_SECRET"),
+        generation=generation,
+        api_base=bases["DINGTALK_API_BASE"],
+        oapi_base=bases["DINGTALK_OAPI_BASE"],
+        api_timeout_s=_integer(environ, "DINGTALK_API_TIMEOUT_MS", 5000, minimum=100) / 1000,
+        budget_s=_integer(environ, "DINGTALK_RECOVERY_BUDGET_SECONDS", 240, minimum=1),
+        max_pages=_integer(environ, "DINGTALK_RECOVERY_MAX_PAGES", 50, minimum=1),
+    )
+
+
+def api_for(settings: RecoverySettings) -> dingtalk_api.DingTalkApi:
+    return dingtalk_api.DingTalkApi(
+        settings.app_key,
+        settings.app_secret,
+        settings.generation,
+        settings.api_base,
+        settings.oapi_base,
+        timeout_s=settings.api_timeout_s,
+    )
+
+
+def budget_for(settings: RecoverySettings, context: "Any") -> float:
+    """The configured budget, cut to leave ``TIMEOUT_MARGIN_S`` of the function's timeout."""
+    timeout = getattr(getattr(context, "function", None), "timeout", None)
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+        return max(1.0, min(settings.budget_s, timeout - TIMEOUT_MARGIN_S))
+    return float(settings.budget_s)
+
+
+class Recovery:
+    """Runs recoveries for one function instance (the API client keeps its token between runs)."""
+
+    def __init__(
+        self,
+        pipeline: "CallbackPipeline",
+        api: dingtalk_api.DingTalkApi,
+        settings: RecoverySettings,
+        records: "RecordWriter",
+        max_item_bytes: int,
+        clock: "Callable[[], float]" = time.monotonic,
+    ) -> None:
+        self._pipeline = pipeline
+        self._api = api
+        self._settings = settings
+        self._records = records
+        self._max_item_bytes = max_item_bytes
+        self._clock = clock
+
+    def run(self, request_id: str, context: "Any", budget_s: "Optional[float]" = None) -> "Dict[str, Any]":
+        """One run; returns (and logs) the summary record, which also says why the run stopped
+        (``stopped``: drained, budget, max_pages, throttled, unavailable, credentials_rejected,
+        token_expired, refused). Never raises for DingTalk's failures."""
+        started = time.perf_counter()
+        deadline = Deadline(budget_s if budget_s is not None else budget_for(self._settings, context), self._clock)
+        summary = {
+            "request_id": request_id,
+            "source": SOURCE,
+            "stage": "summary",
+            "api": self._settings.generation,
+            "pulled": 0,
+            "handled": 0,
+            "deferred": 0,
+            "duplicates": 0,
+            "in_flight": 0,
+            "failed": 0,
+            "rejected": 0,
+            "not_run": 0,
+            "pages": 0,
+        }  # type: Dict[str, Any]
+        stopped = self._pages(deadline, request_id, context, summary)
+        summary["stopped"] = stopped
+        summary["token_requests"] = self._api.token_requests
+        summary["level"] = "error" if summary["failed"] or summary["not_run"] or stopped in _ERRORS else "info"
+        if stopped in _WARNINGS and summary["level"] == "info":
+            summary["level"] = "warning"
+        summary["elapsed_ms"] = elapsed_ms(started)
+        self._records.write(summary)
+        return summary
+
+    def _pages(self, deadline: Deadline, request_id: str, context: "Any", summary: "Dict[str, Any]") -> str:
+        """Pull and run pages; returns why it stopped."""
+        page_cost = MIN_PAGE_RESERVE_S
+        while summary["pages"] < self._settings.max_pages:
+            room = deadline.remaining() - page_cost
+            if room < min(1.0, self._settings.api_timeout_s):  # no time to pull a page and run it
+                return "budget"
+            try:
+                page = self._api.failed_page(timeout_s=room)
+            except dingtalk_api.ApiError as error:  # told once, in the summary: no retry storm
+                summary["detail"] = str(error)
+                summary["api_status"] = error.status
+                summary["api_code"] = error.code
+                return error.kind
+            summary["pages"] += 1
+            summary["pulled"] += len(page.items)
+            page_started = self._clock()
+            self._run_page(page.items, deadline, request_id, context, summary)
+            page_cost = max(MIN_PAGE_RESERVE_S, 1.5 * (self._clock() - page_started))
+            if not page.more:
+                return "drained"
+        return "max_pages"
+
+    def _run_page(
+        self, items: "List[Any]", deadline: Deadline, request_id: str, context: "Any", summary: "Dict[str, Any]"
+    ) -> None:
+        events = []
+        for item in items:  # every event journaled before the first one runs
+            try:
+                event = event_from_item(item, self._max_item_bytes)
+            except RequestRejected as rejection:
+                self._rejected(rejection, item, request_id)
+                summary["rejected"] += 1
+                continue
+            job = self._pipeline.seal_job(event, SOURCE, request_id)
+            self._records.write(
+                {
+                    "request_id": request_id,
+                    "source": SOURCE,
+                    "stage": "pulled",
+                    "event_type": event.type,
+                    "event_id": event.key,
+                    "job": job.decode("ascii"),
+                }
+            )
+            events.append(event)
+        for position, event in enumerate(events):
+            if deadline.remaining() <= 0:
+                self._not_run(events[position:], request_id, summary)
+                return
+            record = self._pipeline.process_event(event, request_id, context, SOURCE, deadline)
+            counter = OUTCOME_COUNTERS.get(record.get("outcome"), "failed")
+            summary[counter] += 1
+
+    def _rejected(self, rejection: RequestRejected, item: "Any", request_id: str) -> None:
+        problem = rejection.problem
+        record = {
+            "request_id": request_id,
+            "source": SOURCE,
+            "outcome": "rejected",
+            "level": "warning",
+            "errcode": problem.errcode,
+            "errmsg": problem.errmsg,
+            "detail": rejection.detail,
+        }  # type: Dict[str, Any]
+        tag = item.get("callBackTag", item.get("call_back_tag")) if isinstance(item, dict) else None
+        if isinstance(tag, str):
+            record["event_type"] = tag[:64]
+        self._records.write(record)
+
+    def _not_run(self, events: "List[Any]", request_id: str, summary: "Dict[str, Any]") -> None:
+        """Pulled, journaled, but the budget ran out: say so per event, for the alert and redrive."""
+        for event in events:
+            self._records.write(
+                {
+                    "request_id": request_id,
+                    "source": SOURCE,
+                    "event_type": event.type,
+                    "event_id": event.key,
+                    "outcome": "failed",
+                    "level": "error",
+                    "detail": "time budget spent before it ran: redrive it from the journal",
+                }
+            )
+        summary["not_run"] += len(events)
+
+
+# Why a run stopped, and how loud that is.
+_ERRORS = ("credentials_rejected", "token_expired", "refused")
+_WARNINGS = ("throttled", "unavailable", "budget", "max_pages")
+
+
+_instances = weakref.WeakKeyDictionary()  # type: weakref.WeakKeyDictionary
+
+
+def recover(runtime: "Runtime", request_id: str, context: "Any") -> "Dict[str, Any]":
+    """``index.recover``: one run with this instance's pipeline; the API client (and its token)
+    is kept for the instance's next runs. A configuration error is one error record naming the
+    variable, and no exception: FC would retry a failed timer invocation on top of the next."""
+    recovery = _instances.get(runtime)
+    if recovery is None:
+        try:
+            pipeline = runtime.pipeline
+            settings = load_recovery_settings(runtime.environ)
+        except ConfigError as error:
+            record = {
+                "request_id": request_id,
+                "source": SOURCE,
+                "stage": "summary",
+                "stopped": "misconfigured",
+                "level": "error",
+                "errcode": errors.MISCONFIGURED.errcode,
+                "errmsg": errors.MISCONFIGURED.errmsg,
+                "detail": str(error),
+            }
+            runtime.records.write(record)
+            return record
+        recovery = Recovery(pipeline, api_for(settings), settings, runtime.records, pipeline.max_body_bytes)
+        _instances[runtime] = recovery
+    return recovery.run(request_id, context)

@@ -1,0 +1,196 @@
+"""A local HTTP server that speaks DingTalk's token and failed-list APIs, both generations, for
+the real client (``dingtalk_fc.dingtalk_api``) to talk to.
+
+* ``api`` host (v1): ``POST /v1.0/oauth2/accessToken`` (JSON ``{"appKey", "appSecret"}`` ->
+  ``{"accessToken", "expireIn"}``) and ``GET /v1.0/event/callbacks/failedResults`` (header
+  ``x-acs-dingtalk-access-token``; -> ``{"failedList": [...], "hasMore"}``); errors as HTTP
+  4xx/5xx with ``{"code", "message", "requestid"}``.
+* ``oapi`` host (legacy): ``GET /gettoken?appkey=&appsecret=`` and
+  ``GET /call_back/get_call_back_failed_result?access_token=``; errors as HTTP 200 with
+  ``{"errcode", "errmsg"}``.
+
+Both hosts are served on one port (the paths differ). The list is cleared on read, as a
+community sample reports DingTalk's is: what a page returns is gone. Failures are injected
+with ``throttle_next``, ``fail_next`` and ``delay_s``; ``expire_tokens()`` makes every token
+issued so far invalid, as an expiry would.
+"""
+
+import contextlib
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, List, Optional
+from urllib.parse import parse_qsl, urlsplit
+
+from conftest import ACCESS_TOKEN_MARKER as TOKEN_MARKER  # in every token issued: the leak scan looks for it
+
+LEGACY_PAGE_SIZE = 200  # documented maximum per call of get_call_back_failed_result
+V1_PAGE_SIZE = 100  # undocumented; a different size exercises the paging
+
+
+def v1_item(data: Dict[str, Any], tag: Optional[str] = None, corp_id: str = "dingcorp0001") -> Dict[str, Any]:
+    """An item of failedResults: the event's data as a JSON string under ``callBackData``."""
+    return {
+        "callBackTag": tag or data["EventType"],
+        "callBackData": json.dumps({k: v for k, v in data.items() if k != "EventType"}, ensure_ascii=False),
+        "corpId": corp_id,
+        "eventTime": 1700000000000,
+    }
+
+
+LEGACY_WRAPPERS = {
+    "flat": None,
+    "callbackData": "callbackData",
+    "callbackData-string": "callbackData",
+    "bpmsCallBackData": "bpmsCallBackData",
+    "roleLabelChange": "roleLabelChange",
+}
+
+
+def legacy_item(data: Dict[str, Any], shape: str = "flat", tag: Optional[str] = None) -> Dict[str, Any]:
+    """An item of get_call_back_failed_result in one of the shapes sources show: the data under
+    a key named after the tag, flattened or inside a wrapper (an object or a JSON string)."""
+    tag = tag or data["EventType"]
+    fields = {k: v for k, v in data.items() if k != "EventType"}
+    wrapper = LEGACY_WRAPPERS[shape]
+    if wrapper is None:
+        inner = fields  # type: Any
+    elif shape.endswith("-string"):
+        inner = {wrapper: json.dumps(fields, ensure_ascii=False)}
+    else:
+        inner = {wrapper: fields}
+    return {"call_back_tag": tag, "event_time": 1700000000000, tag: inner}
+
+
+class DingTalkApiStub:
+    def __init__(self, app_key: str, app_secret: str, expires_in: int = 7200, clear_on_read: bool = True) -> None:
+        self.app_key = app_key
+        self.app_secret = app_secret
+        self.expires_in = expires_in
+        self.clear_on_read = clear_on_read
+        self.failed = []  # type: List[Dict[str, Any]]  # items waiting in the failed list
+        self.pulled = []  # type: List[Dict[str, Any]]  # every item a page has returned
+        self.tokens = set()  # type: set
+        self.requests = []  # type: List[Dict[str, Any]]
+        self.throttle_next = 0
+        self.fail_next = 0
+        self.delay_s = 0.0
+        self.lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, answer = stub.handle(self.command, self.path, dict(self.headers.items()), body)
+                payload = json.dumps(answer, ensure_ascii=False).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json;charset=utf-8")
+                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("x-acs-request-id", str(uuid.uuid4()).upper())
+                self.end_headers()
+                with contextlib.suppress(ConnectionError):  # the client gave up waiting
+                    self.wfile.write(payload)
+
+            do_GET = do_POST = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def add(self, *items: Dict[str, Any]) -> None:
+        with self.lock:
+            self.failed.extend(items)
+
+    def expire_tokens(self) -> None:
+        with self.lock:
+            self.tokens.clear()
+
+    def calls(self, path: str) -> List[Dict[str, Any]]:
+        return [r for r in self.requests if r["path"] == path]
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def handle(self, method: str, target: str, headers: Dict[str, str], body: bytes) -> tuple:
+        parts = urlsplit(target)
+        query = dict(parse_qsl(parts.query))
+        lowered = {name.lower(): value for name, value in headers.items()}
+        with self.lock:
+            self.requests.append({"method": method, "path": parts.path, "query": query, "headers": lowered})
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        legacy = not parts.path.startswith("/v1.0/")
+        with self.lock:
+            if self.throttle_next:
+                self.throttle_next -= 1
+                if legacy:
+                    return 200, {"errcode": 90018, "errmsg": "当前企业调用该接口的QPS超过限制"}
+                return 403, self._v1_error("Forbidden.AccessDenied.QpsLimitForApi", "调用该接口触发了限流")
+            if self.fail_next:
+                self.fail_next -= 1
+                if legacy:
+                    return 502, {}  # a gateway error, not even JSON from DingTalk
+                return 500, self._v1_error("ServiceUnavailable", "服务暂不可用")
+        route = (method, parts.path)
+        if route == ("POST", "/v1.0/oauth2/accessToken"):
+            return self._v1_token(lowered, body)
+        if route == ("GET", "/v1.0/event/callbacks/failedResults"):
+            if lowered.get("x-acs-dingtalk-access-token") not in self.tokens:
+                return 400, self._v1_error("InvalidAuthentication", "不合法的access_token")
+            items, more = self._page(V1_PAGE_SIZE)
+            return 200, {"failedList": items, "hasMore": more}
+        if route == ("GET", "/gettoken"):
+            if query.get("appkey") != self.app_key or query.get("appsecret") != self.app_secret:
+                return 200, {"errcode": 40089, "errmsg": "不合法的corpid或corpsecret"}
+            return 200, {"errcode": 0, "errmsg": "ok", "access_token": self._issue(), "expires_in": self.expires_in}
+        if route == ("GET", "/call_back/get_call_back_failed_result"):
+            token = query.get("access_token")
+            if not token:
+                return 200, {"errcode": 41001, "errmsg": "缺少access_token参数"}
+            if token not in self.tokens:
+                return 200, {"errcode": 42001, "errmsg": "access_token超时"}
+            items, more = self._page(LEGACY_PAGE_SIZE)
+            return 200, {"errcode": 0, "errmsg": "ok", "has_more": more, "failed_list": items}
+        if legacy:
+            return 404, {"errcode": 404, "errmsg": "not found"}
+        return 404, self._v1_error("NotFound", "api not found")
+
+    @staticmethod
+    def _v1_error(code: str, message: str) -> Dict[str, str]:
+        return {"code": code, "message": message, "requestid": str(uuid.uuid4()).upper()}
+
+    def _v1_token(self, headers: Dict[str, str], body: bytes) -> tuple:
+        if not headers.get("content-type", "").startswith("application/json"):
+            return 400, self._v1_error("MissingBody", "body is mandatory for this action.")
+        try:
+            request = json.loads(body)
+        except ValueError:
+            return 400, self._v1_error("InvalidParameter", "body is not JSON")
+        if request.get("appKey") != self.app_key:
+            return 400, self._v1_error("invalidClientId", "无效的clientId")
+        if request.get("appSecret") != self.app_secret:
+            return 400, self._v1_error("invalidClientSecret", "无效的clientSecret")
+        return 200, {"accessToken": self._issue(), "expireIn": self.expires_in}
+
+    def _issue(self) -> str:
+        token = TOKEN_MARKER + uuid.uuid4().hex
+        with self.lock:
+            self.tokens.add(token)
+        return token
+
+    def _page(self, size: int) -> tuple:
+        with self.lock:
+            items = self.failed[:size]
+            if self.clear_on_read:
+                del self.failed[:size]
+            self.pulled.extend(items)
+            more = len(self.failed) > (0 if self.clear_on_read else size)
+        return items, more

@@ -1,0 +1,359 @@
+"""Recovery through the real code path: the real DingTalk API client against the local DingTalk
+API stub, the real pipeline and store, this file's own routers."""
+
+import collections
+import io
+import json
+import time
+
+import pytest
+from conftest import APP_SECRET, TEST_ENV, with_canary
+from dingtalk_api_stub import DingTalkApiStub, legacy_item, v1_item
+from fc_api_stub import FcApiStub
+
+from dingtalk_fc import Router, recovery
+from dingtalk_fc.records import RecordWriter
+from dingtalk_fc_dev import recovery_cli
+from dingtalk_fc_dev.testkit import FakeFcContext
+
+APP_KEY = TEST_ENV["DINGTALK_APP_KEY"]
+CONTEXT = FakeFcContext()
+CREDENTIALS = {
+    CONTEXT.credentials.access_key_id: (CONTEXT.credentials.access_key_secret, CONTEXT.credentials.security_token)
+}
+
+
+def event(n, event_type="user_add_org"):
+    return with_canary({"EventType": event_type, "eventId": f"ev-{n}", "CorpId": "dingcorp0001", "userId": [f"u{n}"]})
+
+
+def context(timeout=300):
+    made = FakeFcContext(request_id="recover-run", function="recover")
+    made.function.timeout = timeout
+    return made
+
+
+class Handler:
+    """Counts completed runs per key; ``before`` may raise or change the world first."""
+
+    def __init__(self, before=None):
+        self.before = before
+        self.calls = 0
+        self.completed = collections.Counter()
+
+    def __call__(self, received):
+        self.calls += 1
+        if self.before:
+            self.before(received, self.calls)
+        self.completed[received.key] += 1
+
+
+@pytest.fixture
+def recovering(make_harness):
+    stubs = []
+
+    def make(handler, generation="v1", deferred=False, **environ):
+        stub = DingTalkApiStub(APP_KEY, APP_SECRET)
+        stubs.append(stub)
+        router = Router()
+        router.on("user_add_org", "bpms_instance_change", deferred=deferred or None)(handler)
+        settings = {
+            "DINGTALK_APP_SECRET": APP_SECRET,
+            "DINGTALK_API_BASE": stub.base,
+            "DINGTALK_OAPI_BASE": stub.base,
+            "DINGTALK_RECOVERY_API": generation,
+            **environ,
+        }
+        return make_harness(router, **settings), stub
+
+    yield make
+    for stub in stubs:
+        stub.close()
+
+
+def summary_of(harness):
+    return [r for r in harness.records if r.get("stage") == "summary"][-1]
+
+
+def per_event(harness):
+    return [r for r in harness.records if r.get("source") == "recovery" and "outcome" in r]
+
+
+@pytest.mark.parametrize(("generation", "pages"), [("v1", 5), ("legacy", 3)])
+def test_450_failed_events_run_once_each_and_a_second_run_pulls_nothing(recovering, generation, pages):
+    handler = Handler()
+    harness, stub = recovering(handler, generation)
+    make = v1_item if generation == "v1" else legacy_item
+    stub.add(*(make(event(n)) for n in range(450)))
+    summary = recovery.recover(harness.runtime, "run-1", context())
+    assert handler.completed == {f"ev-{n}": 1 for n in range(450)}
+    assert {k: summary[k] for k in ("pulled", "handled", "duplicates", "failed", "rejected", "pages", "stopped")} == {
+        "pulled": 450,
+        "handled": 450,
+        "duplicates": 0,
+        "failed": 0,
+        "rejected": 0,
+        "pages": pages,
+        "stopped": "drained",
+    }
+    assert summary["level"] == "info"
+    assert summary["token_requests"] == 1
+    assert len([r for r in harness.records if r.get("stage") == "pulled"]) == 450  # journaled
+    assert collections.Counter(r["outcome"] for r in per_event(harness)) == {"handled": 450}
+    second = recovery.recover(harness.runtime, "run-2", context())
+    assert (second["pulled"], second["handled"], second["pages"]) == (0, 0, 1)
+    assert handler.calls == 450
+    assert second["token_requests"] == 1  # the instance kept its token
+
+
+class InstanceDied(BaseException):
+    """Not an Exception: nothing in the pipeline catches it, as nothing survives a killed instance."""
+
+
+def test_an_instance_dying_mid_batch_loses_no_pulled_event(recovering, redis_url, make_harness):
+    def die_at_150(received, calls):
+        if calls == 150:
+            raise InstanceDied
+
+    first = Handler(die_at_150)
+    harness, stub = recovering(
+        first,
+        DINGTALK_DEDUP_REDIS_URL=redis_url,
+        DINGTALK_DEDUP_IN_FLIGHT_SECONDS="1",  # a short lease, so the dead claim lapses soon
+        DINGTALK_TIMESTAMP_TOLERANCE_SECONDS="0",  # which needs this below it
+    )
+    stub.add(*(v1_item(event(n)) for n in range(450)))
+    with pytest.raises(InstanceDied):
+        recovery.recover(harness.runtime, "run-1", context())
+    assert len(stub.pulled) == 200  # two pages are gone from DingTalk's list
+    journal = [json.dumps(r) for r in harness.records if r.get("stage") == "pulled"]
+    assert len(journal) == 200
+    time.sleep(1.1)  # the dead instance's claim on event 149 lapses (DINGTALK_DEDUP_IN_FLIGHT_SECONDS)
+
+    second = Handler()
+    router = Router()
+    router.on("user_add_org")(second)
+    replacement = make_harness(
+        router,
+        DINGTALK_APP_SECRET=APP_SECRET,
+        DINGTALK_API_BASE=stub.base,
+        DINGTALK_DEDUP_REDIS_URL=redis_url,
+    )
+    pipeline = replacement.runtime.pipeline
+    for _number, kind, job in recovery_cli.redrive_entries(iter(journal)):  # what `redrive FILE` does
+        assert kind == "job"
+        pipeline.run_job(job, "redrive", None)
+    recovery.recover(replacement.runtime, "run-2", context())  # and the list's remainder
+    completed = first.completed + second.completed
+    assert completed == {f"ev-{n}": 1 for n in range(450)}
+
+
+def test_a_token_expiring_mid_run_is_replaced_once(recovering):
+    def expire_at_50(received, calls):
+        if calls == 50:
+            stub.expire_tokens()
+
+    handler = Handler(expire_at_50)
+    harness, stub = recovering(handler)
+    stub.add(*(v1_item(event(n)) for n in range(450)))
+    summary = recovery.recover(harness.runtime, "run-1", context())
+    assert summary["token_requests"] == 2
+    assert (summary["pulled"], summary["handled"], summary["stopped"]) == (450, 450, "drained")
+    assert len(stub.calls("/v1.0/oauth2/accessToken")) == 2
+
+
+@pytest.mark.parametrize("generation", ["v1", "legacy"])
+def test_a_bad_secret_is_one_clear_error_and_no_retry_storm(recovering, generation):
+    handler = Handler()
+    harness, stub = recovering(handler, generation, DINGTALK_APP_SECRET="NotTheAppSecret42")
+    stub.add(v1_item(event(1)))
+    summary = recovery.recover(harness.runtime, "run-1", context())
+    assert harness.records == [summary]
+    assert summary["stopped"] == "credentials_rejected"
+    assert summary["level"] == "error"
+    assert "NotTheAppSecret42" not in json.dumps(summary)
+    assert len(stub.requests) == 1
+    recovery.recover(harness.runtime, "run-2", context())  # the next timer run: one more try only
+    assert len(stub.requests) == 2
+    assert handler.calls == 0
+
+
+@pytest.mark.parametrize(("failure", "stopped"), [("throttle_next", "throttled"), ("fail_next", "unavailable")])
+@pytest.mark.parametrize("generation", ["v1", "legacy"])
+def test_throttling_and_server_errors_stop_the_run_early_and_say_so(recovering, generation, failure, stopped):
+    def fail_after_first_page(received, calls):
+        if calls == 1:
+            setattr(stub, failure, 1)
+
+    handler = Handler(fail_after_first_page)
+    harness, stub = recovering(handler, generation)
+    make = v1_item if generation == "v1" else legacy_item
+    stub.add(*(make(event(n)) for n in range(450)))
+    summary = recovery.recover(harness.runtime, "run-1", context())
+    first_page = 100 if generation == "v1" else 200
+    assert (summary["stopped"], summary["pages"], summary["pulled"]) == (stopped, 1, first_page)
+    assert summary["handled"] == handler.calls == first_page
+    assert summary["level"] == "warning"
+    assert summary["api_status"] in (200, 403, 500, 502)
+    assert summary["detail"]
+    assert len(stub.failed) == 450 - first_page  # the next run continues
+    assert recovery.recover(harness.runtime, "run-2", context())["stopped"] == "drained"
+    assert handler.calls == 450
+
+
+def test_the_time_budget_stops_the_run_between_pages(recovering):
+    clock = [1000.0]
+
+    def takes_a_second(received, calls):
+        clock[0] += 1.0
+
+    handler = Handler(takes_a_second)
+    harness, stub = recovering(handler, DINGTALK_RECOVERY_BUDGET_SECONDS="300")
+    stub.add(*(v1_item(event(n)) for n in range(450)))
+    run = recovery.Recovery(
+        harness.runtime.pipeline,
+        recovery.api_for(recovery.load_recovery_settings(harness.runtime.environ)),
+        recovery.load_recovery_settings(harness.runtime.environ),
+        harness.runtime.records,
+        harness.runtime.pipeline.max_body_bytes,
+        clock=lambda: clock[0],
+    )
+    summary = run.run("run-1", context())
+    # 100 s per page: after two, 100 s are left, less than 1.5 pages' worth: no third page
+    assert (summary["stopped"], summary["pages"], summary["pulled"], summary["handled"]) == ("budget", 2, 200, 200)
+    assert summary["not_run"] == 0
+    assert clock[0] - 1000.0 <= 300
+    assert len(stub.failed) == 250
+
+
+def test_malformed_items_are_rejected_and_never_stop_the_batch(recovering):
+    handler = Handler()
+    harness, stub = recovering(handler)
+    malformed = [
+        "not an object",
+        {"callBackTag": "user_add_org", "callBackData": "{not json"},
+        {"callBackTag": "no such tag!", "callBackData": "{}"},
+        {"callBackData": "{}"},
+        {"call_back_tag": "user_add_org"},
+        {"callBackTag": "user_add_org", "callBackData": json.dumps({"blob": "x" * 200000})},
+    ]
+    stub.add(v1_item(event(1)), *malformed, v1_item(event(2)))
+    summary = recovery.recover(harness.runtime, "run-1", context())
+    assert (summary["pulled"], summary["handled"], summary["rejected"]) == (8, 2, 6)
+    rejected = [r for r in per_event(harness) if r["outcome"] == "rejected"]
+    assert len(rejected) == 6
+    assert {r["errcode"] for r in rejected} == {900107, 900112, 900113}
+    assert all(r["level"] == "warning" for r in rejected)
+    assert handler.completed == {"ev-1": 1, "ev-2": 1}
+
+
+def test_an_event_pushed_and_handled_then_listed_is_a_duplicate(recovering):
+    handler = Handler()
+    harness, stub = recovering(handler)
+    pushed = event(7)
+    assert harness.sender.check_reply(*harness.send(pushed)[::2]) == "success"
+    stub.add(v1_item(pushed))
+    summary = recovery.recover(harness.runtime, "run-1", context())
+    assert (summary["duplicates"], summary["handled"]) == (1, 0)
+    assert per_event(harness)[-1]["outcome"] == "duplicate"
+    assert handler.calls == 1
+
+
+def test_deferred_handlers_hand_recovered_events_to_the_worker(recovering, monkeypatch):
+    import index
+
+    handler = Handler()
+    fc = FcApiStub(lambda payload, rid: index.worker(payload, FakeFcContext(request_id=rid)), CREDENTIALS)
+    try:
+        harness, stub = recovering(
+            handler, deferred=True, DINGTALK_WORKER_FUNCTION="worker", DINGTALK_FC_ENDPOINT=fc.endpoint
+        )
+        monkeypatch.setattr(index, "runtime", harness.runtime)
+        stub.add(*(v1_item(event(n, "bpms_instance_change")) for n in range(30)))
+        summary = recovery.recover(harness.runtime, "run-1", context())
+        assert (summary["deferred"], summary["handled"]) == (30, 0)
+        fc.wait()
+    finally:
+        fc.close()
+    assert len(fc.accepted()) == 30
+    assert handler.completed == {f"ev-{n}": 1 for n in range(30)}
+    worker_records = [r for r in harness.records if r.get("stage") == "worker"]
+    assert {r["source"] for r in worker_records} == {"recovery"}
+
+
+def redrive(harness, path):
+    """What ``python -m dingtalk_fc_dev redrive FILE`` does, over this harness's pipeline."""
+    with open(path, encoding="utf-8") as lines:
+        entries = list(recovery_cli.redrive_entries(lines))
+    return [harness.runtime.pipeline.run_job(job, "redrive", None) for _n, _kind, job in entries]
+
+
+def test_a_dead_letter_is_recorded_and_redrive_runs_it_once(recovering, monkeypatch, tmp_path):
+    import index
+
+    broken = {"fixed": False}
+
+    def fails_until_fixed(received, calls):
+        if not broken["fixed"]:
+            raise RuntimeError("back end down")
+
+    handler = Handler(fails_until_fixed)
+    documents = []
+
+    def worker(payload, rid):
+        try:
+            return index.worker(payload, FakeFcContext(request_id=rid))
+        except Exception:
+            if rid.endswith("attempt-3"):  # FC's last retry failed: the on-failure destination
+                documents.append(
+                    {
+                        "timestamp": "2024-05-01T00:00:00.000Z",
+                        "requestContext": {
+                            "requestId": rid,
+                            "functionArn": "acs:fc:cn-hangzhou:123:services/dingtalk-callback.LATEST/functions/worker",
+                            "condition": "UnhandledInvocationError",
+                            "approximateInvokeCount": 4,
+                        },
+                        "requestPayload": payload.decode(),
+                        "responseContext": {"statusCode": 200, "functionError": "UnhandledInvocationError"},
+                        "responsePayload": '{"errorMessage": "back end down"}',
+                    }
+                )
+            raise
+
+    fc = FcApiStub(worker, CREDENTIALS, retries=3)
+    try:
+        harness, stub = recovering(
+            handler, deferred=True, DINGTALK_WORKER_FUNCTION="worker", DINGTALK_FC_ENDPOINT=fc.endpoint
+        )
+        monkeypatch.setattr(index, "runtime", harness.runtime)
+        stub.add(v1_item(event(1, "bpms_instance_change")))
+        recovery.recover(harness.runtime, "run-1", context())
+        fc.wait()
+    finally:
+        fc.close()
+    assert handler.calls == 4
+    assert handler.completed == {}
+    (document,) = documents
+    out = io.StringIO()
+    record = index.dead_letter(json.dumps(document).encode(), FakeFcContext(request_id="dl-1"), RecordWriter(out))
+    assert record["outcome"] == "dead_letter"
+    assert record["level"] == "error"
+    assert (record["attempts"], record["condition"]) == (4, "UnhandledInvocationError")
+    assert "back end down" not in out.getvalue()
+    dead_letters = tmp_path / "dead-letters.jsonl"
+    dead_letters.write_text(out.getvalue())
+    broken["fixed"] = True
+    assert redrive(harness, dead_letters) == ["handled"]
+    assert redrive(harness, dead_letters) == ["duplicate"]
+    assert handler.completed == {"ev-1": 1}
+
+
+def test_a_recovery_without_the_secret_is_one_error_naming_it(recovering):
+    harness, stub = recovering(Handler(), DINGTALK_APP_SECRET=None)
+    record = recovery.recover(harness.runtime, "run-1", context())
+    assert harness.records == [record]
+    assert record["level"] == "error"
+    assert record["errcode"] == 900140
+    assert "DINGTALK_APP_SECRET" in record["detail"]
+    assert stub.requests == []
