@@ -308,6 +308,39 @@ class CallbackPipeline:
         """``event`` as a worker job: what the worker function and a re-drive accept."""
         return self._jobs.seal(event.plaintext, source, request_id)
 
+    @property
+    def has_worker(self) -> bool:
+        return self._deferrer is not None
+
+    def retry_on_worker(
+        self, event: Event, request_id: str, context: "Any", source: str, deadline: Deadline
+    ) -> "Dict[str, Any]":
+        """Hand an event that failed (or was in flight) outside a push to the worker, whose
+        queue holds it, retries it and dead-letters it; write and return the record.
+
+        No claim is taken here: the worker adopts the event's claim, or finds it done, or in
+        flight and raises, so FC retries it later.
+        """
+        started = time.perf_counter()
+        record = {"request_id": request_id, "source": source, "stage": "retry", "event_type": bounded_text(event.type)}
+        record["event_id"] = bounded_text(event.key)
+        job = self._jobs.seal(event.plaintext, source, request_id)
+        try:
+            self._hand_off(
+                job,
+                self._key_prefix + event.key,
+                task_id_for(self._key_prefix + event.key),
+                None,
+                context,
+                record,
+                deadline,
+            )
+        except RequestRejected as rejection:
+            refuse(rejection, record)
+        record["latency_ms"] = elapsed_ms(started)
+        self._records.write(record)
+        return record
+
     @staticmethod
     def _describe(event: Event, record: "Dict[str, Any]") -> None:
         record["corp_id"] = bounded_text(event.corp_id)
@@ -475,19 +508,22 @@ class CallbackPipeline:
 
     # -- the worker function -------------------------------------------------------------------
 
-    def run_job(self, payload: bytes, request_id: str, context: "Any" = None) -> str:
+    def run_job(
+        self, payload: bytes, request_id: str, context: "Any" = None, max_age_s: "Optional[float]" = None
+    ) -> str:
         """Run a sealed job on the worker; raise unless it ran or was done already, so FC's
         asynchronous retry policy and then its on-failure destination apply.
 
         A job this instance cannot open is raised too: it may be sealed under a key pair this
         instance does not know yet (the callback's and the worker's instances are replaced
         independently during a rotation); a forged one ending in the dead letters is harmless.
+        ``max_age_s`` (default: the TTL) lets an operator's re-drive accept an older job.
         Returns the outcome written to the worker's log record.
         """
         started = time.perf_counter()
         record = {"request_id": request_id, "stage": "worker"}  # type: Dict[str, Any]
         try:
-            self._run_job(payload, context, record)
+            self._run_job(payload, context, record, max_age_s or self._settings.dedup_retention_s)
         except RequestRejected as rejection:
             refuse(rejection, record)
             record["level"] = "error"
@@ -501,8 +537,8 @@ class CallbackPipeline:
             self._records.write(record)
         return record["outcome"]
 
-    def _run_job(self, payload: bytes, context: "Any", record: "Dict[str, Any]") -> None:
-        job = self._jobs.open(payload, max_age_s=self._settings.dedup_retention_s)
+    def _run_job(self, payload: bytes, context: "Any", record: "Dict[str, Any]", max_age_s: float) -> None:
+        job = self._jobs.open(payload, max_age_s=max_age_s)
         record["handoff_request_id"] = bounded_text(job.request_id)
         if job.source != "push":
             record["source"] = bounded_text(job.source)

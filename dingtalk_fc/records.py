@@ -3,7 +3,8 @@
 Written straight to stdout rather than through ``logging``: the runtime's root logger prefixes
 its lines, and a bare JSON line is what SLS's ``json_extract`` and field indexes read.
 Records are ASCII (a lone surrogate or a C locale cannot make the write fail), at most
-:data:`MAX_RECORD_CHARS` long, and writing one never raises: by then the event may have run.
+:data:`MAX_RECORD_CHARS` long but for a sealed job they carry, and writing one never raises: by
+then the event may have run.
 """
 
 import json
@@ -45,8 +46,9 @@ RESERVED_FIELDS = frozenset(
         *(field for field, _spellings in IDENTIFIER_FIELDS),
     )
 )
-# What a record keeps when its full form is over the size limit.
-ESSENTIAL_FIELDS = ("request_id", "stage", "source", "event_type", "event_id", "outcome", "status", "level")
+# What a record keeps when its full form is over the size limit: a sealed ``job`` (a dead letter,
+# a recovery journal line) is what re-drives the event, so it is kept whole (FC bounds it: 128 KB).
+ESSENTIAL_FIELDS = ("request_id", "stage", "source", "event_type", "event_id", "outcome", "status", "level", "job")
 
 _ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str)
 

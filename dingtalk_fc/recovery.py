@@ -141,6 +141,7 @@ class Recovery:
             "deferred": 0,
             "duplicates": 0,
             "in_flight": 0,
+            "retried_on_worker": 0,
             "failed": 0,
             "rejected": 0,
             "not_run": 0,
@@ -208,6 +209,10 @@ class Recovery:
                 return
             record = self._pipeline.process_event(event, request_id, context, SOURCE, deadline)
             counter = OUTCOME_COUNTERS.get(record.get("outcome"), "failed")
+            if counter in ("failed", "in_flight") and self._pipeline.has_worker:
+                # the worker's queue holds it, retries it and dead-letters it: nothing to re-drive by hand
+                retry = self._pipeline.retry_on_worker(event, request_id, context, SOURCE, deadline)
+                counter = "retried_on_worker" if retry.get("outcome") == "deferred" else counter
             summary[counter] += 1
 
     def _rejected(self, rejection: RequestRejected, item: "Any", request_id: str) -> None:

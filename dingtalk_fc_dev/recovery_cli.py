@@ -129,6 +129,7 @@ def cmd_redrive(args: argparse.Namespace, out: TextIO) -> int:
     runtime = local_runtime(environ, RecordWriter(sys.stderr))
     pipeline = runtime.pipeline
     context = FakeFcContext(function="redrive")
+    max_age_s = float("inf") if args.accept_expired else None
     with open(args.file, encoding="utf-8") as source:
         entries = list(redrive_entries(source))
     failures = 0
@@ -137,7 +138,7 @@ def cmd_redrive(args: argparse.Namespace, out: TextIO) -> int:
         request_id = f"redrive-{number}-{uuid.uuid4().hex[:8]}"
         if kind == "job":
             try:
-                outcome = pipeline.run_job(value, request_id, context)
+                outcome = pipeline.run_job(value, request_id, context, max_age_s=max_age_s)
             except Exception as error:
                 outcome = "failed"
                 print(f"FAIL {args.file}:{number}: {type(error).__name__}", file=out)
@@ -168,6 +169,11 @@ def add_commands(commands: Any) -> None:
     recover.set_defaults(run=_guarded(cmd_recover))
     redrive = commands.add_parser("redrive", help="run dead letters, journal lines or captured failed items")
     redrive.add_argument("file", help="JSON lines: dead-letter or journal records, FC destination payloads, items")
+    redrive.add_argument(
+        "--accept-expired",
+        action="store_true",
+        help="run jobs older than DINGTALK_DEDUP_TTL_SECONDS too (the store may have forgotten they ran)",
+    )
     redrive.set_defaults(run=_guarded(cmd_redrive))
 
 

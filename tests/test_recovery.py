@@ -11,7 +11,7 @@ from conftest import APP_SECRET, TEST_ENV, with_canary
 from dingtalk_api_stub import DingTalkApiStub, legacy_item, v1_item
 from fc_api_stub import FcApiStub
 
-from dingtalk_fc import Router, recovery
+from dingtalk_fc import Event, Router, recovery
 from dingtalk_fc.records import RecordWriter
 from dingtalk_fc_dev import recovery_cli
 from dingtalk_fc_dev.testkit import FakeFcContext
@@ -357,3 +357,44 @@ def test_a_recovery_without_the_secret_is_one_error_naming_it(recovering):
     assert record["errcode"] == 900140
     assert "DINGTALK_APP_SECRET" in record["detail"]
     assert stub.requests == []
+
+
+def test_a_recovered_event_that_fails_again_is_retried_on_the_worker(recovering, monkeypatch):
+    """The list was read: DingTalk will not retry it. With a worker, FC's queue holds it."""
+    import index
+
+    handler = Handler(lambda received, calls: calls == 1 and (_ for _ in ()).throw(RuntimeError("flaky")))
+    fc = FcApiStub(lambda payload, rid: index.worker(payload, FakeFcContext(request_id=rid)), CREDENTIALS)
+    try:
+        harness, stub = recovering(handler, DINGTALK_WORKER_FUNCTION="worker", DINGTALK_FC_ENDPOINT=fc.endpoint)
+        monkeypatch.setattr(index, "runtime", harness.runtime)
+        stub.add(v1_item(event(7)))
+        summary = recovery.recover(harness.runtime, "run-1", context())
+        fc.wait()
+    finally:
+        fc.close()
+    assert (summary["retried_on_worker"], summary["failed"], summary["level"]) == (1, 0, "info")
+    assert handler.completed == {"ev-7": 1}
+    retried = {r["stage"]: r["outcome"] for r in harness.records if r.get("stage") in ("retry", "worker")}
+    assert retried == {"retry": "deferred", "worker": "handled"}  # in either order: the worker runs at once
+
+
+def test_a_dead_letter_keeps_a_large_job_whole_and_an_expired_one_needs_the_operators_word(recovering, tmp_path):
+    import index
+
+    handler = Handler()
+    harness, _stub = recovering(handler)
+    big = dict(event(8), comment="x" * 20_000)  # a job far over the 8 KiB record limit
+    job = harness.runtime.pipeline.seal_job(Event.from_data(big), "push", "r")
+    out = io.StringIO()
+    index.dead_letter(job, FakeFcContext(request_id="dl-2"), RecordWriter(out))
+    dead_letters = tmp_path / "dead-letters.jsonl"
+    dead_letters.write_text(out.getvalue())
+    ((_n, _kind, kept),) = recovery_cli.redrive_entries(io.StringIO(out.getvalue()))
+    assert kept == job
+    later = harness.runtime.pipeline
+    later._jobs._clock = lambda: time.time() + 2 * 86400  # two days later: past the TTL
+    with pytest.raises(Exception, match="worker job expired"):
+        later.run_job(job, "redrive", None)
+    assert later.run_job(job, "redrive", None, max_age_s=float("inf")) == "handled"
+    assert handler.completed == {"ev-8": 1}
