@@ -14,7 +14,7 @@ from conftest import ROOT, TEST_ENV, scan_for_leaks
 
 from dingtalk_fc_dev import catalog, cli
 from dingtalk_fc_dev.demo import DEMO_ENVIRONMENT
-from dingtalk_fc_dev.testkit import CallbackHarness, DingTalkSender, expected_reply
+from dingtalk_fc_dev.testkit import DingTalkSender, expected_reply
 
 
 def run_cli(*argv):
@@ -121,10 +121,8 @@ def test_non_json_reply_is_reported(keys):
     assert "reply is not JSON" in output
 
 
-def test_slow_reply_warns_about_the_deadline(keys):
-    import handlers
-
-    harness = CallbackHarness(handlers.router, TEST_ENV)
+def test_slow_reply_warns_about_the_deadline(keys, make_harness):
+    harness = make_harness()
 
     def slow(environ, start_response):
         time.sleep(1.6)
@@ -224,7 +222,7 @@ def test_event_samples_pass_through_the_function(make_harness):
 def test_callback_harness_fixture(callback_harness):
     reply = callback_harness.send({"EventType": "user_add_org", "eventId": "fixture-1", "userId": ["u1"]})
     assert callback_harness.sender.check_reply(reply.status, reply.body) == "success"
-    assert callback_harness.last_record["family"] == "address_book"
+    assert callback_harness.last_record["handled_by"] == "catalog"  # tests/conftest.py's dingtalk_router
 
 
 def test_sender_builds_byte_identical_vectors():
