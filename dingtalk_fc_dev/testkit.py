@@ -119,9 +119,19 @@ class DingTalkSender:
         both_signatures: bool = True,
     ) -> Delivery:
         """The query and body DingTalk would send for ``plaintext`` (a str or a JSON object)."""
+        return self.sign(self.crypto.encrypt(as_text(plaintext), random_prefix), timestamp, nonce, both_signatures)
+
+    def sign(
+        self,
+        encrypt: str,
+        timestamp: Optional[str] = None,
+        nonce: Optional[str] = None,
+        both_signatures: bool = True,
+    ) -> Delivery:
+        """The delivery of an ``encrypt`` value, signed at ``timestamp`` (default: now) with
+        ``nonce`` (default: a fresh one), as DingTalk signs each delivery and redelivery."""
         timestamp = timestamp or self.crypto.timestamp_ms()
         nonce = nonce or self.crypto.new_nonce()
-        encrypt = self.crypto.encrypt(as_text(plaintext), random_prefix)
         signature = self.crypto.signature(timestamp, nonce, encrypt)
         params = {"msg_signature": signature, "timestamp": timestamp, "nonce": nonce}
         if both_signatures:  # real captures carry both spellings, with the same value
