@@ -6,9 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
-DEPLOYED := index.py handlers.py dingtalk_crypto.py dingtalk_fc
+# What the package ships of the project: every top-level module and package but the dev kit,
+# tests and tools (tools/package.py's EXCLUDED), so a team's own modules are checked too.
+DEPLOYED = $(shell $(PYTHON) tools/package.py --list-own)
 
-.PHONY: run test lint check-py36 pytest bench package clean redis-server
+.PHONY: run test lint check-py36 pytest bench package lock clean redis-server
 
 run: $(VENV_STAMP)
 	$(PY) -m dingtalk_fc_dev.local_server
@@ -43,9 +45,14 @@ pytest: $(VENV_STAMP) $(NODE_STAMP) redis-server
 bench: $(VENV_STAMP)
 	$(PY) tools/bench.py
 
+# One zip per runtime: build/python3.zip (Funcraft, Python 3.6) and build/python3.10.zip (fc3).
 package: $(VENV_STAMP)
 	$(PY) tools/package.py --runtime python3
 	$(PY) tools/package.py --runtime python3.10
+
+# Re-pin tools/lock-python3.txt from requirements.txt with pip under a real Python 3.6.
+lock: $(VENV_STAMP)
+	$(PY) tools/package.py --refresh-lock
 
 clean:
 	rm -rf $(VENV) node_modules build .pytest_cache .ruff_cache .hypothesis
