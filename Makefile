@@ -45,7 +45,8 @@ pytest: $(VENV_STAMP) $(NODE_STAMP) redis-server
 bench: $(VENV_STAMP)
 	$(PY) tools/bench.py
 
-# One zip per runtime: build/python3.zip (Funcraft, Python 3.6) and build/python3.10.zip (fc3).
+# One zip per runtime, where template.yml and s.yaml expect them: build/run-make-package/python3.zip
+# (Funcraft, Python 3.6) and build/run-make-package/python3.10.zip (Serverless Devs fc3, Python 3.10).
 package: $(VENV_STAMP)
 	$(PY) tools/package.py --runtime python3
 	$(PY) tools/package.py --runtime python3.10

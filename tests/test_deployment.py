@@ -34,8 +34,23 @@ def fun_validate(path):
     return subprocess.run([FUN, "validate", "-t", path], capture_output=True, text=True, timeout=120)
 
 
-def test_template_passes_fun_validate():
-    result = fun_validate(os.path.join(ROOT, "template.yml"))
+def without_vpc(template):
+    """The variant without Redis: the in-memory store, no VPC."""
+    service = template["Resources"]["dingtalk-callback"]
+    del service["Properties"]["VpcConfig"]
+    del service["callback"]["Properties"]["EnvironmentVariables"]["DINGTALK_DEDUP_REDIS_URL"]
+    del template["Parameters"]["DedupRedisUrl"]
+
+
+@pytest.mark.parametrize("mutate", [None, without_vpc], ids=["as shipped: HTTPS, Redis in a VPC", "no VPC"])
+def test_template_passes_fun_validate(tmp_path, mutate):
+    path = TEMPLATE
+    if mutate:
+        template = load_template()
+        mutate(template)
+        path = tmp_path / "template.yml"
+        path.write_text(yaml.safe_dump(template))
+    result = fun_validate(str(path))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -69,7 +84,18 @@ def test_template_declares_the_function_the_product_needs():
     assert callback["Handler"] == "index.handler"
     assert callback["Initializer"] == "index.initializer"
     assert callback["Runtime"] == "python3"
-    assert {"DINGTALK_TOKEN", "DINGTALK_AES_KEY", "DINGTALK_APP_KEY"} <= set(callback["EnvironmentVariables"])
+    environment = callback["EnvironmentVariables"]
+    parameters = load_template()["Parameters"]
+    for variable, parameter in [
+        ("DINGTALK_TOKEN", "DingTalkToken"),
+        ("DINGTALK_AES_KEY", "DingTalkAesKey"),
+        ("DINGTALK_APP_KEY", "DingTalkAppKey"),
+        ("DINGTALK_DEDUP_REDIS_URL", "DedupRedisUrl"),
+    ]:
+        assert environment[variable] == {"Ref": parameter}  # a value never sits in the file
+    assert all(parameters[name]["NoEcho"] for name in ("DingTalkToken", "DingTalkAesKey", "DedupRedisUrl"))
+    assert environment["DINGTALK_WORKER_FUNCTION"] == "worker"
+    assert set(service["Properties"]["VpcConfig"]) == {"VpcId", "VSwitchIds", "SecurityGroupId"}
     trigger = service["callback"]["Events"]["http-trigger"]
     assert trigger["Type"] == "HTTP"
     assert trigger["Properties"] == {"AuthType": "ANONYMOUS", "Methods": ["GET", "POST"]}
@@ -81,7 +107,43 @@ def test_template_declares_the_function_the_product_needs():
     domains = [r for r in resources.values() if r["Type"] == "Aliyun::Serverless::CustomDomain"]
     routes = domains[0]["Properties"]["RouteConfig"]["Routes"]
     assert list(routes.values()) == [{"ServiceName": "dingtalk-callback", "FunctionName": "callback"}]
-    assert callback["CodeUri"] == worker["CodeUri"] == "./build/python3"
+    assert domains[0]["Properties"]["Protocol"] == "HTTP,HTTPS"
+    certificate = domains[0]["Properties"]["CertConfig"]
+    assert certificate["Certificate"].endswith(".pem")  # Funcraft reads .pem paths: no key in the file
+    assert certificate["PrivateKey"].endswith(".pem")
+    assert callback["CodeUri"] == worker["CodeUri"] == "./build/run-make-package/python3.zip"
+
+
+def fun_build(folder):
+    """The real `fun build` (without Docker: there is none here) in ``folder``, HOME of its own."""
+    home = folder / "home"
+    home.mkdir(exist_ok=True)
+    env = {**os.environ, "HOME": str(home)}
+    return subprocess.run([FUN, "build"], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_fun_build_on_a_clean_clone_points_at_make_package(tmp_path):
+    shutil.copy2(TEMPLATE, tmp_path / "template.yml")
+    result = fun_build(tmp_path)
+    assert result.returncode != 0
+    errors = [line for line in result.stdout.splitlines() + result.stderr.splitlines() if "not exist" in line]
+    assert len(errors) == 1
+    assert f"CodeUri {tmp_path}/build/run-make-package/python3.zip is not exist" in errors[0]
+
+
+def test_fun_build_after_make_package_keeps_the_package(tmp_path):
+    shutil.copy2(TEMPLATE, tmp_path / "template.yml")
+    (tmp_path / "build" / "run-make-package").mkdir(parents=True)
+    package_zip = tmp_path / "build" / "run-make-package" / "python3.zip"
+    with zipfile.ZipFile(package_zip, "w") as bundle:
+        bundle.writestr("index.py", "")
+    result = fun_build(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    built = load_template(tmp_path / ".fun" / "build" / "artifacts" / "template.yml")
+    service = built["Resources"]["dingtalk-callback"]
+    for function in ("callback", "worker"):
+        code_uri = service[function]["Properties"]["CodeUri"]
+        assert (tmp_path / ".fun" / "build" / "artifacts" / code_uri).resolve() == package_zip
 
 
 def vermin(*paths):

@@ -1,7 +1,7 @@
 """Build the deployable code package for an FC runtime, without Docker: one zip per runtime.
 
-    python tools/package.py --runtime python3       # Funcraft, Python 3.6 -> build/python3.zip
-    python tools/package.py --runtime python3.10    # Serverless Devs fc3  -> build/python3.10.zip
+    python tools/package.py --runtime python3       # Funcraft, Python 3.6 -> build/run-make-package/python3.zip
+    python tools/package.py --runtime python3.10    # fc3, Python 3.10 -> build/run-make-package/python3.10.zip
     python tools/package.py --refresh-lock          # rewrite tools/lock-python3.txt with Python 3.6
     python tools/package.py --list-own              # the project's own modules the package ships
 
@@ -39,6 +39,9 @@ EXCLUDED = {"dingtalk_fc_dev", "tests", "handler_tests", "tools", "build", "node
 PRUNED_DIRECTORIES = {"tests", "test", "SelfTest", "__pycache__", "bin"}
 # Pure-Python releases published only as source distributions.
 SOURCE_ONLY = ["aliyun-fc2"]
+# template.yml and s.yaml point here: on a clean clone, `fun build` / `fun deploy` / `s deploy`
+# then fail with "CodeUri .../build/run-make-package/python3.zip is not exist", naming the fix.
+OUTPUT_DIR = os.path.join("build", "run-make-package")
 LOCKED_RUNTIME = "python3"
 LOCK_FILE = os.path.join("tools", "lock-python3.txt")
 REFRESH_COMMAND = "make lock"
@@ -263,7 +266,7 @@ def installed_pins(python: str, target: str) -> Dict[str, str]:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtime", choices=sorted(RUNTIMES), default="python3")
-    parser.add_argument("--output", help="the zip to write (default: build/<runtime>.zip)")
+    parser.add_argument("--output", help=f"the zip to write (default: {OUTPUT_DIR}/<runtime>.zip)")
     parser.add_argument("--root", default=ROOT, help="the project to package (default: this repository)")
     parser.add_argument("--refresh-lock", action="store_true", help=f"rewrite {LOCK_FILE} with pip under Python 3.6")
     parser.add_argument("--list-own", action="store_true", help="print the project's own modules that are shipped")
@@ -275,8 +278,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.refresh_lock:
             print("wrote " + refresh_lock(args.root))
             return 0
-        archive = args.output or os.path.join(args.root, "build", args.runtime + ".zip")
+        archive = args.output or os.path.join(args.root, OUTPUT_DIR, args.runtime + ".zip")
         folder = os.path.splitext(archive)[0]  # kept next to the zip, to look into
+        os.makedirs(os.path.dirname(archive), exist_ok=True)
         build(args.runtime, folder, args.root)
         size = write_zip(folder, archive)
     except PackageError as error:
