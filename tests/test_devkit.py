@@ -278,3 +278,30 @@ def test_sender_builds_byte_identical_vectors():
     plaintext = '{"EventType":"check_create_suite_url","Random":"LPIdSnlF","TestSuiteKey":"suite4xxxxxxxxxxxxxxx"}'
     delivery = sender.build(plaintext, timestamp="1445827045067", nonce="nEXhMP4r", random_prefix=b"1234567890123456")
     assert delivery.params["msg_signature"] == "bcf6dcefa4ce2dbaf7b0666c7264d46fd9aad4bd"
+
+
+def test_plain_pytest_on_a_folder_outside_the_suite_gets_the_fixtures(tmp_path):
+    """The installed project registers the plugin (pytest11): no conftest, no pytest_plugins."""
+    (tmp_path / "test_mine.py").write_text(
+        "import pytest\n"
+        "from dingtalk_fc import Router\n\n\n"
+        "@pytest.fixture\n"
+        "def dingtalk_router():  # not handlers.py: whatever a team made of it\n"
+        "    router = Router()\n"
+        "    router.on('user_add_org')(lambda event: {'mine': True})\n"
+        "    return router\n\n\n"
+        "def test_fixture(callback_harness):\n"
+        "    reply = callback_harness.send({'EventType': 'user_add_org', 'eventId': 'mine-1'})\n"
+        "    assert callback_harness.sender.check_reply(reply.status, reply.body) == 'success'\n"
+        "    assert callback_harness.last_record['mine'] is True\n"
+    )
+    pytest_command = os.path.join(os.path.dirname(sys.executable), "pytest")
+    result = subprocess.run(
+        [pytest_command, "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
