@@ -6,19 +6,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
-DEPLOYED := index.py handlers.py dingtalk_crypto.py dingtalk_fc
+# What the package ships of the project: every top-level module and package but the dev kit,
+# tests and tools (tools/package.py's EXCLUDED), so a team's own modules are checked too.
+DEPLOYED = $(shell $(PYTHON) tools/package.py --list-own)
 
-.PHONY: run test lint check-py36 pytest bench package clean redis-server
+.PHONY: run test lint check-py36 pytest bench package lock clean redis-server
 
 run: $(VENV_STAMP)
 	$(PY) -m dingtalk_fc_dev.local_server
 
 test: lint check-py36 pytest
 
-$(VENV_STAMP): requirements.txt requirements-dev.txt
+$(VENV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --editable .
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -42,9 +45,15 @@ pytest: $(VENV_STAMP) $(NODE_STAMP) redis-server
 bench: $(VENV_STAMP)
 	$(PY) tools/bench.py
 
+# One zip per runtime, where template.yml and s.yaml expect them: build/run-make-package/python3.zip
+# (Funcraft, Python 3.6) and build/run-make-package/python3.10.zip (Serverless Devs fc3, Python 3.10).
 package: $(VENV_STAMP)
 	$(PY) tools/package.py --runtime python3
 	$(PY) tools/package.py --runtime python3.10
+
+# Re-pin tools/lock-python3.txt from requirements.txt with pip under a real Python 3.6.
+lock: $(VENV_STAMP)
+	$(PY) tools/package.py --refresh-lock
 
 clean:
 	rm -rf $(VENV) node_modules build .pytest_cache .ruff_cache .hypothesis

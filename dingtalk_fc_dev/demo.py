@@ -14,8 +14,23 @@ DEMO_ENVIRONMENT = {
 CREDENTIAL_VARIABLES = tuple(DEMO_ENVIRONMENT)
 
 
+class IncompleteCredentials(ValueError):
+    """Some DINGTALK_* credentials are set and some are not: neither the app's keys nor the demo's."""
+
+
 def credentials_from(environ: Mapping[str, str]) -> Dict[str, str]:
-    """The three DINGTALK_* credentials from ``environ``, or the demo ones when none is set."""
-    if any(environ.get(name) for name in CREDENTIAL_VARIABLES):
-        return {name: environ.get(name, "") for name in CREDENTIAL_VARIABLES}
-    return dict(DEMO_ENVIRONMENT)
+    """The three DINGTALK_* credentials from ``environ``, or the demo ones when none is set.
+
+    Raises :class:`IncompleteCredentials` naming the missing ones when only some are set: mixing
+    one's own token with a demo key would only produce signature or decryption failures later.
+    """
+    present = {name: environ.get(name, "").strip() for name in CREDENTIAL_VARIABLES}
+    missing = [name for name, value in present.items() if not value]
+    if len(missing) == len(CREDENTIAL_VARIABLES):
+        return dict(DEMO_ENVIRONMENT)
+    if missing:
+        raise IncompleteCredentials(
+            f"{' and '.join(missing)} not set: set all of {', '.join(CREDENTIAL_VARIABLES)}, "
+            "or none of them for the demo keys"
+        )
+    return present

@@ -3,23 +3,32 @@
 Each request gets an FC-like environ (``fc.context`` with a fresh request id, placeholder
 credentials, ``fc.request_uri``). Credentials come from the DINGTALK_* environment variables,
 or else the embedded demo ones, which it prints. Deferred handlers run in a thread of this
-process, standing in for the worker function. Ctrl-C stops it.
+process, standing in for the worker function. Ctrl-C stops it. ``--handlers MODULE`` serves
+another module's ``router`` instead of ``handlers.py`` (the product's own tests use it).
+A misconfiguration or a port in use is one line on stderr and exit status 2.
 """
 
 import argparse
+import errno
+import importlib
 import logging
 import os
 import signal
 import sys
 import uuid
 from socketserver import ThreadingMixIn
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from .demo import DEMO_ENVIRONMENT, credentials_from
+from dingtalk_fc import wsgi
+from dingtalk_fc.config import ConfigError
+from dingtalk_fc.runtime import Runtime
+
+from .demo import DEMO_ENVIRONMENT, IncompleteCredentials, credentials_from
 from .testkit import FakeFcContext
 
 DEFAULT_PORT = 9000
+EXIT_USAGE = 2
 
 
 class ThreadingServer(ThreadingMixIn, WSGIServer):
@@ -56,21 +65,52 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, raise_interrupt)
 
 
+def load_function(handlers_module: Optional[str]) -> Tuple[Runtime, Callable[..., Iterable[bytes]]]:
+    """The runtime and WSGI handler to serve: ``index``'s, or one over ``handlers_module.router``."""
+    if handlers_module is None:
+        import index  # after the environment is complete: the function reads it once
+
+        return index.runtime, index.handler
+    runtime = Runtime(importlib.import_module(handlers_module).router)
+
+    def handler(environ: Dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        return wsgi.serve(runtime, environ, start_response)
+
+    return runtime, handler
+
+
+def fail(message: str) -> int:
+    print("error: " + message, file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or DEFAULT_PORT))
+    parser.add_argument("--handlers", metavar="MODULE", help="serve MODULE.router instead of handlers.py")
     args = parser.parse_args(argv)
 
-    credentials = credentials_from(os.environ)
+    try:
+        credentials = credentials_from(os.environ)
+    except IncompleteCredentials as error:
+        return fail(f"{error}; not starting")
     os.environ.update(credentials)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
 
-    import index  # after the environment is complete: the function reads it once
-
-    index.runtime.use_local_worker()
-    index.initializer(FakeFcContext(request_id="initializer"))
-    server = make_server(args.host, args.port, fc_app(index.handler), ThreadingServer, QuietHandler)
+    runtime, handler = load_function(args.handlers)
+    runtime.use_local_worker()
+    runtime.start()
+    try:
+        runtime.pipeline  # noqa: B018 (raises the configuration error the function would answer 500 with)
+    except ConfigError as error:
+        return fail(f"configuration error: {error}; not starting")
+    try:
+        server = make_server(args.host, args.port, fc_app(handler), ThreadingServer, QuietHandler)
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        return fail(f"port {args.port} on {args.host} is already in use: stop what holds it, or set PORT=<another>")
     url = f"http://{args.host}:{server.server_address[1]}/"
     if credentials == DEMO_ENVIRONMENT:
         print("using the embedded demo credentials (set DINGTALK_* to use your own):", file=sys.stderr)

@@ -1,11 +1,14 @@
-"""pytest fixtures for your handlers: add ``pytest_plugins = ["dingtalk_fc_dev.pytest_plugin"]``
-to your ``conftest.py``.
+"""pytest fixtures for your handlers, registered through the ``pytest11`` entry point of the
+installed project (``make`` installs it in ``.venv``): any test folder gets them.
 
+* ``dingtalk_router``: the router under test, ``handlers.router`` (override it in a ``conftest.py``);
 * ``dingtalk_environment``: the function's DINGTALK_* variables (the demo keys);
-* ``callback_harness``: your ``handlers.router`` behind the real pipeline and WSGI adapter.
+* ``callback_harness``: that router behind the real pipeline and WSGI adapter; deferred handlers
+  run through the real hand-off payload and worker entrypoint on a thread
+  (``callback_harness.wait_for_workers()``).
 """
 
-from typing import Dict
+from typing import Any, Dict
 
 import pytest
 
@@ -14,12 +17,17 @@ from .testkit import CallbackHarness
 
 
 @pytest.fixture
+def dingtalk_router() -> Any:
+    import handlers
+
+    return handlers.router
+
+
+@pytest.fixture
 def dingtalk_environment() -> Dict[str, str]:
     return dict(DEMO_ENVIRONMENT)
 
 
 @pytest.fixture
-def callback_harness(dingtalk_environment: Dict[str, str]) -> CallbackHarness:
-    import handlers
-
-    return CallbackHarness(handlers.router, dingtalk_environment)
+def callback_harness(dingtalk_router: Any, dingtalk_environment: Dict[str, str]) -> CallbackHarness:
+    return CallbackHarness(dingtalk_router, dingtalk_environment, run_deferred=True)

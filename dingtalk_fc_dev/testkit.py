@@ -8,6 +8,7 @@ assert sender.check_reply(status, body) == "success"
 
 import io
 import json
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -16,7 +17,9 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 
 from dingtalk_crypto import DingTalkCrypto, DingTalkCryptoError
 from dingtalk_fc import wsgi
+from dingtalk_fc.config import Settings
 from dingtalk_fc.events import SUITE_URL_CHECKS
+from dingtalk_fc.pipeline import Deferrer
 from dingtalk_fc.records import RecordWriter
 from dingtalk_fc.router import Router
 from dingtalk_fc.runtime import Runtime
@@ -116,9 +119,19 @@ class DingTalkSender:
         both_signatures: bool = True,
     ) -> Delivery:
         """The query and body DingTalk would send for ``plaintext`` (a str or a JSON object)."""
+        return self.sign(self.crypto.encrypt(as_text(plaintext), random_prefix), timestamp, nonce, both_signatures)
+
+    def sign(
+        self,
+        encrypt: str,
+        timestamp: Optional[str] = None,
+        nonce: Optional[str] = None,
+        both_signatures: bool = True,
+    ) -> Delivery:
+        """The delivery of an ``encrypt`` value, signed at ``timestamp`` (default: now) with
+        ``nonce`` (default: a fresh one), as DingTalk signs each delivery and redelivery."""
         timestamp = timestamp or self.crypto.timestamp_ms()
         nonce = nonce or self.crypto.new_nonce()
-        encrypt = self.crypto.encrypt(as_text(plaintext), random_prefix)
         signature = self.crypto.signature(timestamp, nonce, encrypt)
         params = {"msg_signature": signature, "timestamp": timestamp, "nonce": nonce}
         if both_signatures:  # real captures carry both spellings, with the same value
@@ -199,11 +212,79 @@ class Reply(NamedTuple):
         return json.loads(self.body.decode("utf-8"))
 
 
+class WorkerRun(NamedTuple):
+    """One hand-off as the worker ran it: the outcome it logged, or the exception it raised
+    (on FC, a raising worker is retried by the asynchronous invocation policy)."""
+
+    task_id: str
+    outcome: Optional[str]
+    error: Optional[BaseException]
+
+
+class WorkerThreads(Deferrer):
+    """Stands in for FC asynchronous invocation in tests: each hand-off's payload, as the
+    pipeline built it, goes to the worker entrypoint on a thread; :meth:`wait` joins them.
+
+    The payload is passed on as opaque bytes, so the test runs the real hand-off format.
+    """
+
+    def __init__(self, run_worker: Callable[[bytes, str], Any]) -> None:
+        self._run_worker = run_worker
+        self._threads = []  # type: List[threading.Thread]
+        self._runs = []  # type: List[WorkerRun]
+        self._lock = threading.Lock()
+
+    def hand_off(self, task_id: str, payload: bytes, context: Any) -> None:
+        thread = threading.Thread(target=self._work, args=(task_id, payload), name="worker-" + task_id, daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _work(self, task_id: str, payload: bytes) -> None:
+        outcome, error = None, None  # type: Optional[str], Optional[BaseException]
+        try:
+            outcome = self._run_worker(payload, "worker-" + task_id)
+        except Exception as raised:
+            error = raised
+        with self._lock:
+            self._runs.append(WorkerRun(task_id, outcome, error))
+
+    def wait(self, timeout_s: float = 30.0) -> List[WorkerRun]:
+        """Wait for every hand-off so far to finish; return all runs, in the order they ended.
+
+        ``timeout_s`` only keeps a hung handler from hanging the test run.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                pending = [thread for thread in self._threads if thread.is_alive()]
+            if not pending:
+                break
+            pending[0].join(max(0.0, deadline - time.monotonic()))
+            if pending[0].is_alive():
+                raise TimeoutError(f"deferred handler {pending[0].name} still running after {timeout_s} s")
+        with self._lock:
+            return list(self._runs)
+
+
+class HarnessRuntime(Runtime):
+    """The production runtime; given ``workers``, they replace FC as its deferrer."""
+
+    def __init__(self, *args: Any, workers: Optional[WorkerThreads] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.workers = workers
+
+    def _deferrer(self, settings: Settings) -> Optional[Deferrer]:
+        return self.workers if self.workers is not None else super()._deferrer(settings)
+
+
 class CallbackHarness:
     """A configured callback function in-process: send deliveries, read its log records.
 
     ``environ`` is the function's environment (the DINGTALK_* variables); ``clock`` drives
-    both the function and the sender, so timestamps can be moved in tests.
+    both the function and the sender, so timestamps can be moved in tests. With
+    ``run_deferred``, deferred handlers are handed off with the real payload and run by the
+    real worker entrypoint on a thread (instead of FC): :meth:`wait_for_workers` waits for them.
     """
 
     def __init__(
@@ -212,12 +293,19 @@ class CallbackHarness:
         environ: Mapping[str, str],
         clock: Callable[[], float] = time.time,
         sender: Optional[DingTalkSender] = None,
+        run_deferred: bool = False,
     ) -> None:
         self.log = io.StringIO()
-        self.runtime = Runtime(router, environ=dict(environ), clock=clock, records=RecordWriter(self.log))
+        self.workers = WorkerThreads(self._run_worker) if run_deferred else None
+        self.runtime = HarnessRuntime(
+            router, environ=dict(environ), clock=clock, records=RecordWriter(self.log), workers=self.workers
+        )
         self.sender = sender or DingTalkSender(
             environ["DINGTALK_TOKEN"], environ["DINGTALK_AES_KEY"], environ["DINGTALK_APP_KEY"], clock=clock
         )
+
+    def _run_worker(self, payload: bytes, request_id: str) -> Any:
+        return self.runtime.run_worker(payload, request_id)
 
     def app(self, environ: Dict[str, Any], start_response: Any) -> Any:
         return wsgi.serve(self.runtime, environ, start_response)
@@ -229,6 +317,12 @@ class CallbackHarness:
         """Encrypt, sign and deliver ``plaintext`` through the WSGI entrypoint."""
         return self.call(self.sender.build(plaintext, **build).wsgi_environ())
 
+    def wait_for_workers(self, timeout_s: float = 30.0) -> List[WorkerRun]:
+        """Wait for the deferred handlers handed off so far (needs ``run_deferred=True``)."""
+        if self.workers is None:
+            raise RuntimeError("this harness hands deferred events to FC: build it with run_deferred=True")
+        return self.workers.wait(timeout_s)
+
     @property
     def records(self) -> List[Dict[str, Any]]:
         return [json.loads(line) for line in self.log.getvalue().splitlines() if line]
@@ -236,3 +330,14 @@ class CallbackHarness:
     @property
     def last_record(self) -> Dict[str, Any]:
         return self.records[-1]
+
+    @property
+    def callback_records(self) -> List[Dict[str, Any]]:
+        """The records of deliveries (not of the worker): a worker that ends quickly writes its
+        record before the callback writes its own, so look for either here rather than last."""
+        return [record for record in self.records if record.get("stage") != "worker"]
+
+    @property
+    def worker_records(self) -> List[Dict[str, Any]]:
+        """The records the worker wrote (``"stage": "worker"``), one per deferred run."""
+        return [record for record in self.records if record.get("stage") == "worker"]

@@ -21,9 +21,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import product_router  # noqa: E402
+
 from dingtalk_fc_dev.testkit import CallbackHarness, DingTalkSender  # noqa: E402
 
-pytest_plugins = ["dingtalk_fc_dev.pytest_plugin"]  # the fixtures users get, used by test_devkit.py
+TESTS = os.path.join(ROOT, "tests")
 
 TEST_ENV = {
     "DINGTALK_TOKEN": "tok3nUsedOnlyInTests",
@@ -88,17 +90,23 @@ def with_canary(plaintext: Dict[str, Any]) -> Dict[str, Any]:
 
 
 @pytest.fixture
+def dingtalk_router() -> Any:
+    """The user-facing fixtures (``callback_harness``) over the product router, not handlers.py."""
+    return product_router.router
+
+
+@pytest.fixture
 def make_harness() -> Iterator[Callable[..., CallbackHarness]]:
-    """Build a callback function in-process over ``router`` (default: handlers.router)."""
+    """Build a callback function in-process over ``router`` (default: the product router)."""
     made = []  # type: List[CallbackHarness]
 
-    def make(router: Any = None, clock: Callable[[], float] = time.time, **environ: str) -> CallbackHarness:
-        import handlers
-
+    def make(
+        router: Any = None, clock: Callable[[], float] = time.time, run_deferred: bool = False, **environ: str
+    ) -> CallbackHarness:
         settings = {**TEST_ENV, **environ}
         sender = DingTalkSender(*TEST_ENV.values(), clock=clock)
         function_environ = {k: v for k, v in settings.items() if v is not None}
-        harness = CallbackHarness(router or handlers.router, function_environ, clock, sender)
+        harness = CallbackHarness(router or product_router.router, function_environ, clock, sender, run_deferred)
         made.append(harness)
         return harness
 
@@ -180,19 +188,31 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+LOCAL_SERVER = [sys.executable, "-m", "dingtalk_fc_dev.local_server"]
+
+
+def server_environment(environ: Dict[str, str]) -> Dict[str, str]:
+    """This process's environment without its DINGTALK_* variables, plus ``environ``; the
+    product router's folder importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DINGTALK_")}
+    env.update(environ)
+    env["PYTHONPATH"] = TESTS
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 class LocalServer:
-    """``python -m dingtalk_fc_dev.local_server`` as a child process on a free port."""
+    """``python -m dingtalk_fc_dev.local_server`` as a child process on a free port, serving the
+    product router (``tests/product_router.py``), not handlers.py."""
 
     def __init__(self, environ: Dict[str, str], port: int = 0) -> None:
         self.log_dir = tempfile.mkdtemp(prefix="local-server-")
         self.stdout_path = os.path.join(self.log_dir, "stdout")
         self.stderr_path = os.path.join(self.log_dir, "stderr")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DINGTALK_")}
-        env.update(environ)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = server_environment(environ)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "dingtalk_fc_dev.local_server", "--port", str(port)],
+                [*LOCAL_SERVER, "--handlers", product_router.__name__, "--port", str(port)],
                 cwd=ROOT,
                 env=env,
                 stdout=out,

@@ -4,18 +4,21 @@ the code package built without Docker, imported by real 3.6 and 3.10 interpreter
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import yaml
 from conftest import ROOT, scan_for_leaks
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
-from package import RUNTIMES, find_interpreter
+from package import LOCK_FILE, RUNTIMES, check_lock, find_interpreter, own_modules
 
 FUN = os.path.join(ROOT, "node_modules", ".bin", "fun")
-DEPLOYED = ["index.py", "handlers.py", "dingtalk_crypto.py", "dingtalk_fc"]
+DEPLOYED = own_modules(ROOT)
+PACKAGE_TOOL = os.path.join(ROOT, "tools", "package.py")
 
 
 TEMPLATE = os.path.join(ROOT, "template.yml")
@@ -31,8 +34,23 @@ def fun_validate(path):
     return subprocess.run([FUN, "validate", "-t", path], capture_output=True, text=True, timeout=120)
 
 
-def test_template_passes_fun_validate():
-    result = fun_validate(os.path.join(ROOT, "template.yml"))
+def without_vpc(template):
+    """The variant without Redis: the in-memory store, no VPC."""
+    service = template["Resources"]["dingtalk-callback"]
+    del service["Properties"]["VpcConfig"]
+    del service["callback"]["Properties"]["EnvironmentVariables"]["DINGTALK_DEDUP_REDIS_URL"]
+    del template["Parameters"]["DedupRedisUrl"]
+
+
+@pytest.mark.parametrize("mutate", [None, without_vpc], ids=["as shipped: HTTPS, Redis in a VPC", "no VPC"])
+def test_template_passes_fun_validate(tmp_path, mutate):
+    path = TEMPLATE
+    if mutate:
+        template = load_template()
+        mutate(template)
+        path = tmp_path / "template.yml"
+        path.write_text(yaml.safe_dump(template))
+    result = fun_validate(str(path))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -66,7 +84,18 @@ def test_template_declares_the_function_the_product_needs():
     assert callback["Handler"] == "index.handler"
     assert callback["Initializer"] == "index.initializer"
     assert callback["Runtime"] == "python3"
-    assert {"DINGTALK_TOKEN", "DINGTALK_AES_KEY", "DINGTALK_APP_KEY"} <= set(callback["EnvironmentVariables"])
+    environment = callback["EnvironmentVariables"]
+    parameters = load_template()["Parameters"]
+    for variable, parameter in [
+        ("DINGTALK_TOKEN", "DingTalkToken"),
+        ("DINGTALK_AES_KEY", "DingTalkAesKey"),
+        ("DINGTALK_APP_KEY", "DingTalkAppKey"),
+        ("DINGTALK_DEDUP_REDIS_URL", "DedupRedisUrl"),
+    ]:
+        assert environment[variable] == {"Ref": parameter}  # a value never sits in the file
+    assert all(parameters[name]["NoEcho"] for name in ("DingTalkToken", "DingTalkAesKey", "DedupRedisUrl"))
+    assert environment["DINGTALK_WORKER_FUNCTION"] == "worker"
+    assert set(service["Properties"]["VpcConfig"]) == {"VpcId", "VSwitchIds", "SecurityGroupId"}
     trigger = service["callback"]["Events"]["http-trigger"]
     assert trigger["Type"] == "HTTP"
     assert trigger["Properties"] == {"AuthType": "ANONYMOUS", "Methods": ["GET", "POST"]}
@@ -78,7 +107,43 @@ def test_template_declares_the_function_the_product_needs():
     domains = [r for r in resources.values() if r["Type"] == "Aliyun::Serverless::CustomDomain"]
     routes = domains[0]["Properties"]["RouteConfig"]["Routes"]
     assert list(routes.values()) == [{"ServiceName": "dingtalk-callback", "FunctionName": "callback"}]
-    assert callback["CodeUri"] == worker["CodeUri"] == "./build/python3"
+    assert domains[0]["Properties"]["Protocol"] == "HTTP,HTTPS"
+    certificate = domains[0]["Properties"]["CertConfig"]
+    assert certificate["Certificate"].endswith(".pem")  # Funcraft reads .pem paths: no key in the file
+    assert certificate["PrivateKey"].endswith(".pem")
+    assert callback["CodeUri"] == worker["CodeUri"] == "./build/run-make-package/python3.zip"
+
+
+def fun_build(folder):
+    """The real `fun build` (without Docker: there is none here) in ``folder``, HOME of its own."""
+    home = folder / "home"
+    home.mkdir(exist_ok=True)
+    env = {**os.environ, "HOME": str(home)}
+    return subprocess.run([FUN, "build"], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_fun_build_on_a_clean_clone_points_at_make_package(tmp_path):
+    shutil.copy2(TEMPLATE, tmp_path / "template.yml")
+    result = fun_build(tmp_path)
+    assert result.returncode != 0
+    errors = [line for line in result.stdout.splitlines() + result.stderr.splitlines() if "not exist" in line]
+    assert len(errors) == 1
+    assert f"CodeUri {tmp_path}/build/run-make-package/python3.zip is not exist" in errors[0]
+
+
+def test_fun_build_after_make_package_keeps_the_package(tmp_path):
+    shutil.copy2(TEMPLATE, tmp_path / "template.yml")
+    (tmp_path / "build" / "run-make-package").mkdir(parents=True)
+    package_zip = tmp_path / "build" / "run-make-package" / "python3.zip"
+    with zipfile.ZipFile(package_zip, "w") as bundle:
+        bundle.writestr("index.py", "")
+    result = fun_build(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    built = load_template(tmp_path / ".fun" / "build" / "artifacts" / "template.yml")
+    service = built["Resources"]["dingtalk-callback"]
+    for function in ("callback", "worker"):
+        code_uri = service[function]["Properties"]["CodeUri"]
+        assert (tmp_path / ".fun" / "build" / "artifacts" / code_uri).resolve() == package_zip
 
 
 def vermin(*paths):
@@ -98,23 +163,29 @@ def test_vermin_would_catch_newer_syntax(tmp_path):
     assert vermin(str(sample)).returncode != 0
 
 
+def package_tool(*args, root=ROOT):
+    return subprocess.run(
+        [sys.executable, PACKAGE_TOOL, "--root", str(root), *args], capture_output=True, text=True, timeout=600
+    )
+
+
+def build_package(runtime, archive, root=ROOT):
+    """``tools/package.py``: the zip, and the folder it was made from (next to it)."""
+    result = package_tool("--runtime", runtime, "--output", str(archive), root=root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    print(result.stdout.strip())  # the size, for `pytest -s`
+    assert result.stdout.startswith(f"{runtime} (Python {RUNTIMES[runtime]}): {archive}, ")
+    return os.path.splitext(str(archive))[0]
+
+
 @pytest.fixture(scope="module", params=["python3", "python3.10", "python3.12"])
 def package(request, tmp_path_factory):
-    output = tmp_path_factory.mktemp("package") / request.param
-    subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "tools", "package.py"),
-            "--runtime",
-            request.param,
-            "--output",
-            str(output),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    return request.param, str(output)
+    archive = tmp_path_factory.mktemp("package") / f"{request.param}.zip"
+    return request.param, build_package(request.param, archive)
+
+
+def files_under(path):
+    return {os.path.relpath(os.path.join(d, f), path) for d, _, files in os.walk(path) for f in files}
 
 
 def test_package_holds_the_function_and_nothing_else(package):
@@ -125,8 +196,15 @@ def test_package_holds_the_function_and_nothing_else(package):
         assert {"fc2", "requests"} <= names
     else:  # FC 3.0: the hand-off needs only the standard library
         assert not names & {"fc2", "requests", "urllib3"}
-    assert not names & {"tests", "tools", "dingtalk_fc_dev", "node_modules", "template.yml", "README.md"}
-    assert not glob.glob(os.path.join(path, "**", "test_*.py"), recursive=False)
+    assert not names & {"tests", "handler_tests", "tools", "dingtalk_fc_dev", "node_modules", "template.yml"}
+    files = files_under(path)
+    with zipfile.ZipFile(path + ".zip") as archive:
+        assert set(archive.namelist()) == files  # the zip is the folder, paths relative to it
+    parts = {part for name in files for part in name.split(os.sep)[:-1]}
+    assert not parts & {"tests", "test", "SelfTest"}  # dependencies' test suites
+    own_tag = "cpython-" + RUNTIMES[runtime].replace(".", "")
+    foreign = [n for n in files if n.endswith(".pyc") and own_tag not in n]
+    assert not foreign, foreign[:5]  # no bytecode for the build machine's Python
     aes = glob.glob(os.path.join(path, "Crypto", "Cipher", "_raw_aes*.so"))
     assert aes, "pycryptodome's compiled AES module"
     assert all(name.endswith(".abi3.so") for name in aes), aes  # cp36-abi3: loads on 3.6 and later
@@ -179,13 +257,7 @@ def test_python310_package_hands_off_through_fc3(tmp_path):
     python = find_interpreter("3.10")
     if python is None:
         pytest.skip("no Python 3.10 interpreter on this machine")
-    output = str(tmp_path / "python3.10")
-    subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "package.py"), "--runtime", "python3.10", "--output", output],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    output = build_package("python3.10", tmp_path / "python3.10.zip")
     stub = Fc3ApiStub(lambda payload, request_id: "handled", {"STS.smoke": ("smoke-secret", "smoke-token")})
     try:
         result = run_smoke(python, output, "smoke_fc3.py", stub.endpoint)
@@ -206,3 +278,94 @@ def test_python310_package_hands_off_through_fc3(tmp_path):
     assert "sealed" in json.loads(invocation["body"])
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [r["outcome"] for r in records] == ["handled", "deferred"]
+
+
+def test_package_imports_its_own_handlers_under_its_runtime_python(package):
+    """The package's handlers.py (whatever the team made of it) imports on the target Python."""
+    runtime, path = package
+    python = find_interpreter(RUNTIMES[runtime])
+    if python is None:
+        pytest.skip(f"no Python {RUNTIMES[runtime]} interpreter on this machine")
+    code = f"import sys; sys.path[:0] = [{path!r}]; import handlers, index; print(type(handlers.router).__name__)"
+    result = subprocess.run([python, "-S", "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["Router"]
+
+
+TEAM_HANDLERS = """\
+import six
+
+import teamlib
+from dingtalk_fc import Router
+from teampkg.hr import record
+
+router = Router()
+
+
+@router.on("user_add_org")
+def hire(event):
+    return {"team": teamlib.NAME, "six": six.PY3, "record": record(event.user_ids)}
+"""
+
+
+@pytest.fixture(scope="module")
+def team_project(tmp_path_factory):
+    """A copy of the project as a team makes it: handlers.py importing a module and a package of
+    its own and an added requirement (six), pinned in requirements.txt and the lock."""
+    root = tmp_path_factory.mktemp("team")
+    for name in own_modules(ROOT):
+        copy = shutil.copytree if os.path.isdir(os.path.join(ROOT, name)) else shutil.copy2
+        copy(os.path.join(ROOT, name), root / name)
+    (root / "tools").mkdir()
+    shutil.copy2(os.path.join(ROOT, LOCK_FILE), root / LOCK_FILE)
+    shutil.copy2(os.path.join(ROOT, "requirements.txt"), root / "requirements.txt")
+    (root / "handlers.py").write_text(TEAM_HANDLERS)
+    (root / "teamlib.py").write_text('NAME = "people-ops"\n')
+    (root / "teampkg").mkdir()
+    (root / "teampkg" / "__init__.py").write_text("")
+    (root / "teampkg" / "hr.py").write_text("def record(user_ids):\n    return len(user_ids)\n")
+    (root / "notes").mkdir()  # not a package: stays out
+    (root / "notes" / "draft.py").write_text("")
+    for name in ("requirements.txt", LOCK_FILE):
+        with open(root / name, "a") as out:
+            out.write("six==1.16.0\n")
+    return root
+
+
+@pytest.mark.parametrize("runtime", ["python3", "python3.10"])
+def test_team_modules_and_requirements_are_packaged(team_project, tmp_path, runtime):
+    path = build_package(runtime, tmp_path / f"{runtime}.zip", root=team_project)
+    names = set(os.listdir(path))
+    assert {"handlers.py", "teamlib.py", "teampkg", "six.py"} <= names
+    assert "notes" not in names
+    python = find_interpreter(RUNTIMES[runtime])
+    if python is None:
+        pytest.skip(f"no Python {RUNTIMES[runtime]} interpreter on this machine")
+    smoke = os.path.join(ROOT, "tests", "team_smoke.py")
+    result = subprocess.run([python, "-S", smoke, path], capture_output=True, text=True, timeout=120, cwd="/")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {"team": "people-ops", "six": True, "record": 1}
+
+
+@pytest.mark.parametrize(
+    ("lock_line", "message"),
+    [
+        ("", "six is in requirements.txt but missing from tools/lock-python3.txt"),
+        ("six==1.15.0\n", "six is pinned 1.16.0 in requirements.txt but 1.15.0 in tools/lock-python3.txt"),
+    ],
+    ids=["missing", "pinned differently"],
+)
+def test_a_lock_that_disagrees_with_the_requirements_fails_the_build(tmp_path, lock_line, message):
+    (tmp_path / "tools").mkdir()
+    with open(os.path.join(ROOT, LOCK_FILE)) as source:
+        (tmp_path / LOCK_FILE).write_text(source.read() + lock_line)
+    with open(os.path.join(ROOT, "requirements.txt")) as source:
+        (tmp_path / "requirements.txt").write_text(source.read() + "six==1.16.0\n")
+    result = package_tool("--runtime", "python3", "--output", str(tmp_path / "out.zip"), root=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {message}: refresh the lock with `make lock`"
+    assert not (tmp_path / "out.zip").exists()
+
+
+def test_the_lock_agrees_with_the_requirements():
+    assert check_lock(ROOT) == os.path.join(ROOT, LOCK_FILE)

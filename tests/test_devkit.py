@@ -12,9 +12,10 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import pytest
 from conftest import ROOT, TEST_ENV, scan_for_leaks
 
+from dingtalk_fc.events import SUITE_URL_CHECKS
 from dingtalk_fc_dev import catalog, cli
 from dingtalk_fc_dev.demo import DEMO_ENVIRONMENT
-from dingtalk_fc_dev.testkit import CallbackHarness, DingTalkSender, expected_reply
+from dingtalk_fc_dev.testkit import DingTalkSender, expected_reply
 
 
 def run_cli(*argv):
@@ -40,7 +41,8 @@ def test_trigger_every_catalog_event_and_see_its_record(keys, server):
     for event_type in catalog.event_types():
         code, output = run_cli("trigger", event_type, "--url", server.url)
         assert code == 0, output
-        assert output.startswith(f"OK   {event_type}: HTTP 200, encrypted success")
+        what = "its Random value encrypted" if event_type in SUITE_URL_CHECKS else "encrypted success"
+        assert output.startswith(f"OK   {event_type}: HTTP 200, {what}")
     records = {r["event_type"]: r for r in server.records()}
     assert set(records) == set(catalog.event_types())
     assert all(r["outcome"] == "handled" for r in records.values())
@@ -121,10 +123,8 @@ def test_non_json_reply_is_reported(keys):
     assert "reply is not JSON" in output
 
 
-def test_slow_reply_warns_about_the_deadline(keys):
-    import handlers
-
-    harness = CallbackHarness(handlers.router, TEST_ENV)
+def test_slow_reply_warns_about_the_deadline(keys, make_harness):
+    harness = make_harness()
 
     def slow(environ, start_response):
         time.sleep(1.6)
@@ -153,21 +153,66 @@ def test_decrypt_with_the_wrong_token_fails(keys, monkeypatch, tmp_path):
     assert "signature does not verify" in output
 
 
-def test_replay_captured_deliveries(keys, server, tmp_path):
+def test_replay_signs_captured_deliveries_afresh(keys, server, tmp_path):
     sender = DingTalkSender(*TEST_ENV.values())
     captured = tmp_path / "captured.jsonl"
     with open(captured, "w") as out:
         for number in range(3):
             delivery = sender.build({"EventType": "user_add_org", "eventId": f"cap-{number}"})
             out.write(json.dumps({"query": delivery.query, "body": delivery.body.decode()}) + "\n")
-    code, output = run_cli("replay", str(captured), "--url", server.url)
+    code, output = run_cli("replay", str(captured), "--url", server.url, "--as-captured")
     assert code == 0, output
     assert output.count("OK ") == 3
-    code, output = run_cli("replay", str(captured), "--url", server.url)  # exact replays: acknowledged
-    assert code == 0, output
+    code, output = run_cli("replay", str(captured), "--url", server.url, "--as-captured")  # exact replays
+    assert code == 0, output  # acknowledged, not run again
     assert output.count("OK ") == 3
     replays = [r for r in server.records() if r.get("replay")]
-    assert [r["outcome"] for r in replays] == ["duplicate"] * 3  # and not run again
+    assert [r["outcome"] for r in replays] == ["duplicate"] * 3
+    code, output = run_cli("replay", str(captured), "--url", server.url)  # signed afresh, like a redelivery
+    assert code == 0, output
+    assert [r["outcome"] for r in server.records()][-3:] == ["duplicate"] * 3
+
+
+def test_event_samples_replay_against_a_default_server(monkeypatch, start_server):
+    """events/ is signed at a fixed past time; replay re-signs it, so `make run`'s defaults accept it."""
+    for name in TEST_ENV:
+        monkeypatch.delenv(name, raising=False)  # the CLI's demo keys, as `make run` prints them
+    server = start_server(**DEMO_ENVIRONMENT)
+    code, output = run_cli("replay", os.path.join(ROOT, "events", "deliveries.jsonl"), "--url", server.url)
+    assert code == 0, output
+    assert output.count("OK ") == len(catalog.event_types())
+    assert {r["outcome"] for r in server.records()} == {"handled"}
+
+
+def test_trigger_describes_a_suite_url_check_reply(monkeypatch, start_server):
+    monkeypatch.setenv("DINGTALK_TOKEN", TEST_ENV["DINGTALK_TOKEN"])
+    monkeypatch.setenv("DINGTALK_AES_KEY", TEST_ENV["DINGTALK_AES_KEY"])
+    monkeypatch.setenv("DINGTALK_APP_KEY", "suite4xxxxxxxxxxxxxxx")  # a suite being created
+    server = start_server(DINGTALK_APP_KEY="suite4xxxxxxxxxxxxxxx")
+    code, output = run_cli("trigger", "check_create_suite_url", "--url", server.url)
+    assert code == 0, output
+    assert "HTTP 200, its Random value encrypted" in output
+    assert "success" not in output
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"DINGTALK_TOKEN": "abc"}, "DINGTALK_AES_KEY and DINGTALK_APP_KEY not set"),
+        ({**TEST_ENV, "DINGTALK_APP_KEY": " "}, "DINGTALK_APP_KEY not set"),
+        ({**TEST_ENV, "DINGTALK_AES_KEY": "short"}, "DINGTALK_AES_KEY is invalid: aes_key must be 43 characters"),
+    ],
+    ids=["token only", "blank app key", "short aes key"],
+)
+def test_cli_names_the_environment_variable(monkeypatch, capsys, environ, named):
+    for name in TEST_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert run_cli("check-url", "http://127.0.0.1:9/")[0] == 2
+    error = capsys.readouterr().err
+    assert named in error
+    assert "owner_key" not in error
 
 
 def test_command_line_entry_point_runs(keys):
@@ -230,7 +275,7 @@ def test_event_samples_pass_through_the_function(make_harness):
 def test_callback_harness_fixture(callback_harness):
     reply = callback_harness.send({"EventType": "user_add_org", "eventId": "fixture-1", "userId": ["u1"]})
     assert callback_harness.sender.check_reply(reply.status, reply.body) == "success"
-    assert callback_harness.last_record["family"] == "address_book"
+    assert callback_harness.last_record["handled_by"] == "catalog"  # tests/conftest.py's dingtalk_router
 
 
 def test_sender_builds_byte_identical_vectors():
@@ -239,3 +284,30 @@ def test_sender_builds_byte_identical_vectors():
     plaintext = '{"EventType":"check_create_suite_url","Random":"LPIdSnlF","TestSuiteKey":"suite4xxxxxxxxxxxxxxx"}'
     delivery = sender.build(plaintext, timestamp="1445827045067", nonce="nEXhMP4r", random_prefix=b"1234567890123456")
     assert delivery.params["msg_signature"] == "bcf6dcefa4ce2dbaf7b0666c7264d46fd9aad4bd"
+
+
+def test_plain_pytest_on_a_folder_outside_the_suite_gets_the_fixtures(tmp_path):
+    """The installed project registers the plugin (pytest11): no conftest, no pytest_plugins."""
+    (tmp_path / "test_mine.py").write_text(
+        "import pytest\n"
+        "from dingtalk_fc import Router\n\n\n"
+        "@pytest.fixture\n"
+        "def dingtalk_router():  # not handlers.py: whatever a team made of it\n"
+        "    router = Router()\n"
+        "    router.on('user_add_org')(lambda event: {'mine': True})\n"
+        "    return router\n\n\n"
+        "def test_fixture(callback_harness):\n"
+        "    reply = callback_harness.send({'EventType': 'user_add_org', 'eventId': 'mine-1'})\n"
+        "    assert callback_harness.sender.check_reply(reply.status, reply.body) == 'success'\n"
+        "    assert callback_harness.last_record['mine'] is True\n"
+    )
+    pytest_command = os.path.join(os.path.dirname(sys.executable), "pytest")
+    result = subprocess.run(
+        [pytest_command, "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout

@@ -5,10 +5,11 @@ import base64
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import APP_SECRET, ROOT, TEST_ENV
+from conftest import ROOT
 
 from dingtalk_fc.fc3 import serve
 from dingtalk_fc_dev.testkit import FakeFcContext
@@ -123,28 +124,76 @@ def test_index_fc3_handler_is_wired(harness, monkeypatch):
     assert harness.sender.check_reply(response["statusCode"], response["body"].encode()) == "success"
 
 
-def s_preview(path):
-    env = {**os.environ, **TEST_ENV, "DINGTALK_APP_SECRET": APP_SECRET}  # the recover function reads it
+# Dummy values: `s` writes the rendered file, secrets included, into $HOME/.s/logs.
+DEPLOY_ENV = {
+    "DINGTALK_TOKEN": "dummyDeployToken",
+    "DINGTALK_AES_KEY": "dummy-aes-key-for-s-preview-0000000000000000",
+    "DINGTALK_APP_KEY": "dingdummyappkey",
+    "DINGTALK_DEDUP_REDIS_URL": "redis://:dummy-redis-password@r-your-instance.redis.rds.aliyuncs.com:6379/0",
+    "DINGTALK_APP_SECRET": "dummy-app-secret",  # the recover function reads it
+}
+DUMMY_PEM = "-----BEGIN CERTIFICATE-----\nZHVtbXk=\n-----END CERTIFICATE-----\n"
+
+
+@pytest.fixture
+def s_home(tmp_path):
+    """A HOME of its own for `s`, removed afterwards: nothing this suite renders reaches ~/.s."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+def s_preview(path, home):
+    """`s preview` of ``path`` next to placeholder certificates (certs/ is not in the repository)."""
+    folder = os.path.dirname(path)
+    os.makedirs(os.path.join(folder, "certs"), exist_ok=True)
+    for name in ("fullchain.pem", "privkey.pem"):
+        with open(os.path.join(folder, "certs", name), "w") as out:
+            out.write(DUMMY_PEM)
+    env = {**os.environ, **DEPLOY_ENV, "HOME": str(home)}
     return subprocess.run(
-        [S, "preview", "-t", path, "-o", "json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [S, "preview", "-t", path, "-o", "json"], cwd=folder, env=env, capture_output=True, text=True, timeout=120
     )
 
 
-def test_s_yaml_renders_offline_and_matches_the_fc3_schema():
-    result = s_preview(os.path.join(ROOT, "s.yaml"))
+def render_s_yaml(tmp_path, home, mutate=None):
+    with open(os.path.join(ROOT, "s.yaml"), encoding="utf-8") as source:
+        text = source.read()
+    copy = tmp_path / "s.yaml"
+    copy.write_text(mutate(text) if mutate else text)
+    result = s_preview(str(copy), home)
     assert result.returncode == 0, result.stdout + result.stderr
-    rendered = json.loads(result.stdout[result.stdout.index("{") :])
+    return json.loads(result.stdout[result.stdout.index("{") :])
+
+
+def without_vpc(text):
+    """The variant without Redis: the in-memory store, no VPC."""
+    start, end = text.index("      vpcConfig:"), text.index("      instanceLifecycleConfig:")
+    return (text[:start] + text[end:]).replace("      vpcConfig: *vpcConfig\n", "")
+
+
+@pytest.mark.parametrize("mutate", [None, without_vpc], ids=["as shipped: HTTPS, Redis in a VPC", "no VPC"])
+def test_s_yaml_renders_offline_and_matches_the_fc3_schema(tmp_path, s_home, mutate):
+    rendered = render_s_yaml(tmp_path, s_home, mutate)
     props = rendered["resources"]["callback"]["props"]
     assert rendered["resources"]["callback"]["component"] == "fc3"
     assert props["runtime"] == "python3.10"
     assert props["handler"] == "index.fc3_handler"
-    assert props["code"] == "./build/python3.10"
+    assert props["code"] == "./build/run-make-package/python3.10.zip"
     assert props["instanceLifecycleConfig"]["initializer"]["handler"] == "index.initializer"
     worker = rendered["resources"]["worker"]["props"]
-    environment = {**TEST_ENV, "DINGTALK_FC_VERSION": "3.0", "DINGTALK_WORKER_FUNCTION": worker["functionName"]}
+    callback_environment = {k: v for k, v in DEPLOY_ENV.items() if k != "DINGTALK_APP_SECRET"}
+    environment = {
+        **callback_environment,
+        "DINGTALK_FC_VERSION": "3.0",
+        "DINGTALK_WORKER_FUNCTION": worker["functionName"],
+    }
     assert props["environmentVariables"] == environment  # secrets substituted from the environment
-    assert props["triggers"][0]["triggerConfig"] == {"authType": "anonymous", "methods": ["GET", "POST"]}
-    assert props["customDomain"]["route"]["path"] == "/*"
+    assert props["triggers"][0]["triggerConfig"] == {"authType": "anonymous", "methods": ["GET", "HEAD", "POST"]}
+    domain = props["customDomain"]
+    assert domain["route"]["path"] == "/*"
+    assert domain["protocol"] == "HTTP,HTTPS"
+    assert domain["certConfig"]["certificate"] == domain["certConfig"]["privateKey"] == DUMMY_PEM
     assert set(props["logConfig"]) == {"project", "logstore"}
     assert props["role"] == worker["role"]  # the callback's STS credentials invoke the worker
     assert worker["handler"] == "index.worker"
@@ -155,17 +204,28 @@ def test_s_yaml_renders_offline_and_matches_the_fc3_schema():
     assert async_config["asyncTask"] is True  # needed for x-fc-async-task-id
     assert async_config["maxAsyncRetryAttempts"] >= 1
     assert async_config["maxAsyncEventAgeInSeconds"] >= 3600
-    assert async_config["destinationConfig"]["onFailure"]["destination"].startswith("acs:mns:")
+    assert async_config["destinationConfig"]["onFailure"]["destination"].endswith("functions/dingtalk-dead-letter")
+    for name in ("callback", "worker", "recover"):  # every function that reaches Redis
+        assert ("vpcConfig" in rendered["resources"][name]["props"]) is (mutate is None)
     with open(FC3_SCHEMA, encoding="utf-8") as source:
         schema = json.load(source)
     for resource in rendered["resources"].values():
         jsonschema.validate(resource["props"], schema)
 
 
-def test_s_preview_fails_on_a_broken_file(tmp_path):
+def test_s_writes_rendered_secrets_under_its_home(tmp_path, s_home):
+    """What the README warns about: `s` logs the rendered values in clear text under ~/.s/logs
+    (here the test's own HOME, removed with tmp_path)."""
+    render_s_yaml(tmp_path, s_home)
+    logs = [Path(d, f) for d, _, files in os.walk(s_home / ".s" / "logs") for f in files]
+    assert logs
+    assert any(DEPLOY_ENV["DINGTALK_TOKEN"] in log.read_text(errors="replace") for log in logs)
+
+
+def test_s_preview_fails_on_a_broken_file(tmp_path, s_home):
     broken = tmp_path / "s.yaml"
     broken.write_text("edition: 3.0.0\nname: x\n  resources: [\n")
-    assert s_preview(str(broken)).returncode != 0
+    assert s_preview(str(broken), s_home).returncode != 0
 
 
 def test_fc3_schema_would_catch_a_wrong_runtime():

@@ -7,13 +7,13 @@ import string
 import time
 from urllib.parse import urlencode
 
+import product_router
 import pytest
 from conftest import TEST_ENV
 from forgery import forge
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import handlers
 from dingtalk_crypto import DingTalkCrypto
 from dingtalk_fc_dev.testkit import CallbackHarness, DingTalkSender, call_wsgi
 
@@ -260,7 +260,7 @@ def verifies(environ):
 
 
 def test_fuzz_ten_thousand_requests():
-    harness = CallbackHarness(handlers.router, TEST_ENV)
+    harness = CallbackHarness(product_router.router, TEST_ENV)
     tally = {"requests": 0, "success": 0, "rejected": 0}
 
     @settings(

@@ -2,12 +2,13 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import urllib.request
 
 import pytest
-from conftest import ROOT, TEST_ENV, with_canary
+from conftest import LOCAL_SERVER, ROOT, TEST_ENV, server_environment, with_canary
 
 from dingtalk_fc_dev.testkit import DingTalkSender, ReplyError
 
@@ -83,3 +84,33 @@ def test_demo_credentials_are_printed_with_a_ready_command(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def run_server_expecting_refusal(environ, *args):
+    """Start the local server as `make run` does; it must exit at once with status 2."""
+    env = server_environment(environ)
+    result = subprocess.run([*LOCAL_SERVER, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr.strip().splitlines()
+
+
+def test_a_port_in_use_is_one_line_and_exit_2():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        lines = run_server_expecting_refusal(TEST_ENV, "--port", str(port))
+    assert lines == [f"error: port {port} on 127.0.0.1 is already in use: stop what holds it, or set PORT=<another>"]
+
+
+def test_some_but_not_all_keys_set_refuses_to_start():
+    lines = run_server_expecting_refusal({"DINGTALK_TOKEN": "abc"}, "--port", "0")
+    assert len(lines) == 1
+    assert lines[0].startswith("error: DINGTALK_AES_KEY and DINGTALK_APP_KEY not set")
+    assert "not starting" in lines[0]
+
+
+def test_a_misconfigured_function_refuses_to_start():
+    lines = run_server_expecting_refusal({**TEST_ENV, "DINGTALK_DEDUP_TTL_SECONDS": "soon"}, "--port", "0")
+    assert lines[-1] == ("error: configuration error: DINGTALK_DEDUP_TTL_SECONDS must be a whole number; not starting")

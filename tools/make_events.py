@@ -4,8 +4,8 @@
     python tools/make_events.py --check    # exit 1 if events/ is out of date
 
 Deterministic: the demo keys of ``make run``, a fixed timestamp, nonce and random prefix.
-The timestamp is in the past, so the function must run with
-DINGTALK_TIMESTAMP_TOLERANCE_SECONDS=0 to accept them (see events/README.md).
+The timestamp is in the past: `replay` re-signs them with the current time; sent as they are,
+the function must run with DINGTALK_TIMESTAMP_TOLERANCE_SECONDS=0 (see events/README.md).
 """
 
 import argparse

@@ -1,40 +1,70 @@
-"""Build the deployable code package for an FC runtime, without Docker.
+"""Build the deployable code package for an FC runtime, without Docker: one zip per runtime.
 
-    python tools/package.py --runtime python3       # Funcraft, Python 3.6 -> build/python3
-    python tools/package.py --runtime python3.10    # Serverless Devs fc3  -> build/python3.10
+    python tools/package.py --runtime python3       # Funcraft, Python 3.6 -> build/run-make-package/python3.zip
+    python tools/package.py --runtime python3.10    # fc3, Python 3.10 -> build/run-make-package/python3.10.zip
+    python tools/package.py --refresh-lock          # rewrite tools/lock-python3.txt with Python 3.6
+    python tools/package.py --list-own              # the project's own modules the package ships
 
-Wheels come for the target Python and manylinux x86_64, whatever Python runs this script
-(``fun build`` without Docker uses the host's pip and gets both wrong). Pure-Python projects
-published only as source (aliyun-fc2) are first built into wheels here. The package holds the
-deployed modules and their dependencies: no tests, no tools, no developer kit.
+What is shipped: every top-level module (``*.py``) and package (a folder with ``__init__.py``)
+of the repository except those in ``EXCLUDED`` below (the developer kit, tests and tools), so a
+team's own modules go along without a list to maintain; and the dependencies of
+``requirements.txt`` for the target Python. Wheels come for the target Python and manylinux
+x86_64, whatever Python runs this script (``fun build`` without Docker uses the host's pip and
+gets both wrong). For Python 3.6 the complete pinned list ``tools/lock-python3.txt`` is installed
+with ``--no-deps`` (pip evaluates dependency markers for its own Python, not the target's), after
+checking that it pins every requirement exactly as ``requirements.txt`` does. Bytecode is
+compiled by the target's interpreter when this machine has one (FC's code directory is
+read-only: without it every cold start compiles); dependencies' test folders, pycryptodome's
+``SelfTest`` and the build machine's bytecode are left out.
 """
 
 import argparse
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from typing import List, Optional
+import zipfile
+from typing import Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNTIMES = {"python3": "3.6", "python3.9": "3.9", "python3.10": "3.10", "python3.12": "3.12"}
 PLATFORM = "manylinux2014_x86_64"
-DEPLOYED_MODULES = ["index.py", "handlers.py", "dingtalk_crypto.py"]
-DEPLOYED_PACKAGES = ["dingtalk_fc"]
+# Top-level names of the repository that are never deployed; everything else that Python can
+# import (modules and packages) is.
+EXCLUDED = {"dingtalk_fc_dev", "tests", "handler_tests", "tools", "build", "node_modules", "conftest.py", "setup.py"}
+# Inside dependencies: test suites and pycryptodome's self-test (4.9 MB), never imported at run time.
+PRUNED_DIRECTORIES = {"tests", "test", "SelfTest", "__pycache__", "bin"}
 # Pure-Python releases published only as source distributions.
 SOURCE_ONLY = ["aliyun-fc2"]
-# FC 2.0's API client: only Funcraft's python3 runtime needs it (FC 3.0's hand-off signs its
-# requests with the standard library), so the other runtimes' packages leave it and its
-# dependencies (requests, urllib3, ...) out.
-FC2_ONLY = {"aliyun-fc2": ["python3"]}
-# A complete, pinned list per runtime whose Python differs from the build host's markers.
-LOCK_FILE = os.path.join(ROOT, "tools", "lock-{runtime}.txt")
+# FC 2.0's API client: only Funcraft's python3 runtime hands off through it (FC 3.0's hand-off
+# signs its requests with the standard library), so the other runtimes' packages leave it and
+# its dependencies (requests, urllib3, ...) out.
+RUNTIME_ONLY = {"aliyun-fc2": {"python3"}}
+# template.yml and s.yaml point here: on a clean clone, `fun build` / `fun deploy` / `s deploy`
+# then fail with "CodeUri .../build/run-make-package/python3.zip is not exist", naming the fix.
+OUTPUT_DIR = os.path.join("build", "run-make-package")
+LOCKED_RUNTIME = "python3"
+LOCK_FILE = os.path.join("tools", "lock-python3.txt")
+REFRESH_COMMAND = "make lock"
+LOCK_HEADER = """\
+# FC's python3 runtime is Python 3.6. pip cannot evaluate environment markers for another
+# Python (it uses its own), so the python3 package is installed from this complete list with
+# --no-deps. Generated from requirements.txt by `make lock` (pip under a real Python 3.6);
+# `make package` fails when a requirement is missing here or pinned differently.
+# Lines marked "override" are kept by `make lock` and win over what the resolver would pick.
+"""
+OVERRIDE_MARK = "# override:"
 
 
-def pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "--quiet", "--disable-pip-version-check", *args], check=True)
+class PackageError(Exception):
+    """A package cannot be built as asked; the message says why and what to run."""
+
+
+def pip(*args: str, python: str = sys.executable) -> None:
+    subprocess.run([python, "-m", "pip", "--quiet", "--disable-pip-version-check", *args], check=True)
 
 
 def requirement_lines(path: str) -> List[str]:
@@ -43,8 +73,51 @@ def requirement_lines(path: str) -> List[str]:
     return [line for line in lines if line]
 
 
-def name_of(requirement: str) -> str:
-    return requirement.split("==")[0].strip().lower()
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_name(line: str) -> str:
+    return canonical(re.split(r"[<>=!~\[ ;]", line.strip())[0])
+
+
+def pins(lines: List[str]) -> Dict[str, Optional[str]]:
+    """``{canonical name: version or None}`` of ``name==version`` (or unpinned) requirement lines."""
+    result = {}  # type: Dict[str, Optional[str]]
+    for line in lines:
+        _name, _, version = re.split(r"\s*;", line)[0].partition("==")
+        result[requirement_name(line)] = version.strip() or None
+    return result
+
+
+def check_lock(root: str) -> str:
+    """The lock file's path, once it pins every requirement as ``requirements.txt`` does."""
+    lock = os.path.join(root, LOCK_FILE)
+    wanted = pins(requirement_lines(os.path.join(root, "requirements.txt")))
+    locked = pins(requirement_lines(lock)) if os.path.exists(lock) else {}
+    problems = []
+    for name, version in wanted.items():
+        if name not in locked:
+            problems.append(f"{name} is in requirements.txt but missing from {LOCK_FILE}")
+        elif version is not None and locked[name] != version:
+            problems.append(f"{name} is pinned {version} in requirements.txt but {locked[name]} in {LOCK_FILE}")
+    if problems:
+        raise PackageError("; ".join(problems) + f": refresh the lock with `{REFRESH_COMMAND}`")
+    return lock
+
+
+def own_modules(root: str) -> List[str]:
+    """The repository's top-level modules and packages that the package ships, sorted."""
+    names = []
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if name in EXCLUDED or name.startswith((".", "_", "test_")):
+            continue
+        is_module = name.endswith(".py") and os.path.isfile(path)
+        is_package = name.isidentifier() and os.path.isfile(os.path.join(path, "__init__.py"))
+        if is_module or is_package:
+            names.append(name)
+    return names
 
 
 def find_interpreter(version: str) -> Optional[str]:
@@ -56,6 +129,25 @@ def find_interpreter(version: str) -> Optional[str]:
         if probe.returncode == 0:
             return candidate
     return None
+
+
+def prune(output: str) -> None:
+    """Drop what never runs on FC (dependencies' tests, bytecode of the build machine's Python,
+    type stubs) and the debug information of compiled modules (pycryptodome ships it: half the
+    size of its ``.so`` files), which FC would download at every cold start."""
+    strip = shutil.which("strip")
+    if strip is None:
+        print("note: no `strip` here (binutils): compiled modules keep their debug information", file=sys.stderr)
+    for directory, subdirectories, files in os.walk(output):
+        for name in [n for n in subdirectories if n in PRUNED_DIRECTORIES]:
+            shutil.rmtree(os.path.join(directory, name))
+            subdirectories.remove(name)
+        for name in files:
+            path = os.path.join(directory, name)
+            if name.endswith(".pyi"):
+                os.remove(path)
+            elif name.endswith(".so") and strip is not None:
+                subprocess.run([strip, "--strip-debug", path], check=True)
 
 
 def compile_bytecode(output: str, python_version: str) -> bool:
@@ -71,58 +163,138 @@ def compile_bytecode(output: str, python_version: str) -> bool:
     return True
 
 
-def build(runtime: str, output: str) -> str:
+def install_dependencies(requirements: List[str], output: str, python_version: str, locked: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="wheelhouse-") as wheelhouse:
+        pure = [line for line in requirements if requirement_name(line) in SOURCE_ONLY]
+        if pure:
+            pip("wheel", "--no-deps", "--wheel-dir", wheelhouse, *pure)
+        install = ["install", "--target", output, "--no-compile", "--platform", PLATFORM]
+        install += ["--python-version", python_version, "--implementation", "cp", "--only-binary=:all:"]
+        install += ["--find-links", wheelhouse, *requirements]
+        pip(*install, *(["--no-deps"] if locked else []))
+
+
+def build(runtime: str, output: str, root: str = ROOT) -> str:
+    """Fill ``output`` (a folder) with the function for ``runtime``; return it."""
     python_version = RUNTIMES[runtime]
+    locked = runtime == LOCKED_RUNTIME
+    listed = requirement_lines(check_lock(root) if locked else os.path.join(root, "requirements.txt"))
+    requirements = [line for line in listed if runtime in RUNTIME_ONLY.get(requirement_name(line), {runtime})]
     if os.path.exists(output):
         shutil.rmtree(output)
     os.makedirs(output)
-    lock = LOCK_FILE.format(runtime=runtime)
-    requirements = lock if os.path.exists(lock) else os.path.join(ROOT, "requirements.txt")
-    with tempfile.TemporaryDirectory(prefix="wheelhouse-") as wheelhouse:
-        wanted = [line for line in requirement_lines(requirements) if runtime in FC2_ONLY.get(name_of(line), [runtime])]
-        pure = [line for line in wanted if name_of(line) in SOURCE_ONLY]
-        if pure:
-            pip("wheel", "--no-deps", "--wheel-dir", wheelhouse, *pure)
-        install = [
-            "install",
-            "--target",
-            output,
-            "--platform",
-            PLATFORM,
-            "--python-version",
-            python_version,
-            "--implementation",
-            "cp",
-            "--only-binary=:all:",
-            "--find-links",
-            wheelhouse,
-            *wanted,
-        ]
-        if requirements == lock:
-            install.append("--no-deps")
-        pip(*install)
-    if os.path.isdir(os.path.join(output, "bin")):  # console scripts are not needed at run time
-        shutil.rmtree(os.path.join(output, "bin"))
-    for module in DEPLOYED_MODULES:
-        shutil.copy2(os.path.join(ROOT, module), output)
-    for package in DEPLOYED_PACKAGES:
-        shutil.copytree(
-            os.path.join(ROOT, package),
-            os.path.join(output, package),
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-        )
+    install_dependencies(requirements, output, python_version, locked)
+    for name in own_modules(root):
+        source = os.path.join(root, name)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(output, name), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(source, output)
+    prune(output)
     compile_bytecode(output, python_version)
     return output
+
+
+def write_zip(folder: str, archive: str) -> int:
+    """Zip ``folder``'s contents (paths relative to it, as FC unpacks them); return the size."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as bundle:
+        for directory, subdirectories, files in os.walk(folder):
+            subdirectories.sort()
+            for name in sorted(files):
+                path = os.path.join(directory, name)
+                bundle.write(path, os.path.relpath(path, folder))
+    return os.path.getsize(archive)
+
+
+def refresh_lock(root: str = ROOT) -> str:
+    """Resolve ``requirements.txt`` with pip under a real Python 3.6 and rewrite the lock.
+
+    Overrides (lines marked ``# override:``) are installed first and kept: they pin a release
+    that still supports 3.6 where a dependency asks for a newer one it does not need.
+    """
+    python = find_interpreter(RUNTIMES[LOCKED_RUNTIME])
+    if python is None:
+        raise PackageError("refreshing the lock needs a Python 3.6 interpreter (pyenv install 3.6.15)")
+    lock = os.path.join(root, LOCK_FILE)
+    overrides = []  # type: List[str]
+    if os.path.exists(lock):
+        with open(lock, encoding="utf-8") as source:
+            overrides = [line.rstrip("\n") for line in source if OVERRIDE_MARK in line and not line.startswith("#")]
+    override_pins = [line.split("#")[0].strip() for line in overrides]
+    with tempfile.TemporaryDirectory(prefix="lock-") as scratch:
+        # Python 3.6 comes with pip 18, which does not honour Requires-Python everywhere;
+        # 21.3 is the last pip for 3.6.
+        subprocess.run([python, "-m", "venv", os.path.join(scratch, "venv")], check=True)
+        python = os.path.join(scratch, "venv", "bin", "python")
+        pip("install", "pip==21.3.1", python=python)
+        target = os.path.join(scratch, "site")
+        constraints = os.path.join(scratch, "overrides.txt")
+        with open(constraints, "w", encoding="utf-8") as out:
+            out.write("\n".join(override_pins) + "\n")
+        base = ["install", "--target", target, "--no-compile", "--no-build-isolation", "--constraint", constraints]
+        # Top-level requirements without their dependencies first, then each missing dependency
+        # (with its own), so an override is never re-resolved against the release that dropped 3.6.
+        pip(*base, "--no-deps", "--requirement", os.path.join(root, "requirements.txt"), *override_pins, python=python)
+        for _round in range(20):
+            missing = missing_dependencies(python, target)
+            if not missing:
+                break
+            pip(*base, *missing, python=python)
+        resolved = installed_pins(python, target)
+    overridden = {canonical(pin.split("==")[0]) for pin in override_pins}
+    lines = [line for name, line in sorted(resolved.items()) if name not in overridden]
+    with open(lock, "w", encoding="utf-8") as out:
+        out.write(LOCK_HEADER + "\n".join(lines + overrides) + "\n")
+    return lock
+
+
+PROBE = """
+import sys, pkg_resources
+env = pkg_resources.Environment([sys.argv[1]])
+dists = [d for name in env for d in env[name]]
+names = {d.key for d in dists}
+if sys.argv[2] == "missing":
+    print("\\n".join(sorted({str(r) for d in dists for r in d.requires() if r.key not in names})))
+else:
+    print("\\n".join(sorted(d.project_name + "==" + d.version for d in dists)))
+"""
+
+
+def missing_dependencies(python: str, target: str) -> List[str]:
+    """Requirements of the installed distributions that are not installed (markers for 3.6)."""
+    probe = subprocess.run([python, "-c", PROBE, target, "missing"], capture_output=True, text=True, check=True)
+    return [line for line in probe.stdout.splitlines() if line]
+
+
+def installed_pins(python: str, target: str) -> Dict[str, str]:
+    probe = subprocess.run([python, "-c", PROBE, target, "pins"], capture_output=True, text=True, check=True)
+    return {canonical(line.split("==")[0]): line for line in probe.stdout.splitlines() if line}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtime", choices=sorted(RUNTIMES), default="python3")
-    parser.add_argument("--output", help="default: build/<runtime>")
+    parser.add_argument("--output", help=f"the zip to write (default: {OUTPUT_DIR}/<runtime>.zip)")
+    parser.add_argument("--root", default=ROOT, help="the project to package (default: this repository)")
+    parser.add_argument("--refresh-lock", action="store_true", help=f"rewrite {LOCK_FILE} with pip under Python 3.6")
+    parser.add_argument("--list-own", action="store_true", help="print the project's own modules that are shipped")
     args = parser.parse_args(argv)
-    output = build(args.runtime, args.output or os.path.join(ROOT, "build", args.runtime))
-    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(output) for f in files)
-    print(f"{args.runtime} (Python {RUNTIMES[args.runtime]}): {output}, {size / 1e6:.1f} MB")
+    try:
+        if args.list_own:
+            print(" ".join(own_modules(args.root)))
+            return 0
+        if args.refresh_lock:
+            print("wrote " + refresh_lock(args.root))
+            return 0
+        archive = args.output or os.path.join(args.root, OUTPUT_DIR, args.runtime + ".zip")
+        folder = os.path.splitext(archive)[0]  # kept next to the zip, to look into
+        os.makedirs(os.path.dirname(archive), exist_ok=True)
+        build(args.runtime, folder, args.root)
+        size = write_zip(folder, archive)
+    except PackageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.runtime} (Python {RUNTIMES[args.runtime]}): {archive}, {size / 2**20:.2f} MiB")
     return 0
 
 

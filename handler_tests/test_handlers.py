@@ -1,0 +1,55 @@
+"""Tests of the shipped handlers.py: yours to extend or replace when you change the handlers.
+
+``callback_harness`` (from the installed dev kit's pytest plugin) runs ``handlers.router`` behind
+the real pipeline and WSGI adapter with the demo keys; override the ``dingtalk_router`` or
+``dingtalk_environment`` fixtures in a ``conftest.py`` to change either. Run with
+``.venv/bin/pytest handler_tests`` (``make test`` runs them too).
+"""
+
+from dingtalk_fc import Event, Router
+from dingtalk_fc.events import URL_CHECKS
+from dingtalk_fc_dev import catalog
+from dingtalk_fc_dev.testkit import CallbackHarness
+
+
+def test_new_hire_is_handled(callback_harness):
+    reply = callback_harness.send({"EventType": "user_add_org", "eventId": "e1", "userId": ["u1"]})
+    assert callback_harness.sender.check_reply(reply.status, reply.body) == "success"
+    assert callback_harness.last_record["outcome"] == "handled"
+    assert callback_harness.last_record["family"] == "address_book"
+
+
+def test_every_catalog_event_has_a_handler(callback_harness):
+    for event_type in catalog.event_types():
+        if event_type in URL_CHECKS:
+            continue
+        reply = callback_harness.send(catalog.sample(event_type))
+        assert reply.status == 200, event_type
+        assert callback_harness.last_record["family"] != "unknown", f"{event_type} reaches the catch-all"
+
+
+def test_unknown_event_types_reach_the_catch_all(callback_harness):
+    reply = callback_harness.send({"EventType": "something_new", "eventId": "e2"})
+    assert reply.status == 200
+    assert callback_harness.last_record["outcome"] == "unhandled"
+
+
+def test_a_deferred_handler_runs_on_the_worker(dingtalk_environment):
+    """How to test a ``deferred=True`` handler: the reply comes first, then the worker runs it."""
+    approvals = []
+    router = Router()
+
+    @router.on("bpms_instance_change", deferred=True)
+    def approval(event: Event) -> dict:
+        approvals.append(event.get("processInstanceId"))
+        return {"recorded": True}
+
+    harness = CallbackHarness(router, dingtalk_environment, run_deferred=True)
+    reply = harness.send(catalog.sample("bpms_instance_change"))
+    assert harness.sender.check_reply(reply.status, reply.body) == "success"
+    assert harness.callback_records[-1]["outcome"] == "deferred"
+    [run] = harness.wait_for_workers()
+    assert run.outcome == "handled"
+    assert approvals == [catalog.sample("bpms_instance_change")["processInstanceId"]]
+    [worker_record] = harness.worker_records
+    assert worker_record["recorded"] is True

@@ -1,0 +1,26 @@
+"""A team's handlers.py, nothing like the shipped one: the product suite must pass with it.
+
+Other event types, other returned fields, a handler that raises, a deferred one, and an import
+of the team's own top-level module (``teamlib.py``, copied next to it).
+"""
+
+import teamlib
+
+from dingtalk_fc import Event, Router
+
+router = Router()
+
+
+@router.on("user_add_org", "chat_add_member")
+def onboard(event: Event) -> dict:
+    return {"team_label": teamlib.label(event.type), "people": len(event.user_ids)}
+
+
+@router.on("bpms_instance_change", "user_leave_org")
+def broken(event: Event) -> dict:
+    raise RuntimeError("the team's back end is down")
+
+
+@router.on("attendance_check_record", deferred=True)
+def payroll(event: Event) -> None:
+    teamlib.label(event.type)
