@@ -89,6 +89,7 @@ def _dry_run(runtime: Runtime, api: Any, settings: recovery.RecoverySettings, ou
                 event = failed_items.event_from_item(item, pipeline.max_body_bytes)
             except RequestRejected as rejection:
                 line = {"rejected": rejection.problem.errmsg, "detail": rejection.detail}  # type: Dict[str, Any]
+                line.update(recovery.kept_item(pipeline, item, "dry-run"))
             else:
                 line = {"event_type": event.type, "event_id": event.key, "corp_id": event.corp_id}
                 line.update(event.identifiers)
@@ -101,7 +102,8 @@ def _dry_run(runtime: Runtime, api: Any, settings: recovery.RecoverySettings, ou
 
 
 def redrive_entries(lines: Iterator[str]) -> Iterator[Tuple[int, str, Any]]:
-    """``(line number, kind, value)``: kind ``job`` (bytes of a worker job) or ``item``."""
+    """``(line number, kind, value)``: kind ``job`` (bytes of a worker job), ``sealed_item`` (bytes
+    of an item recovery rejected, sealed) or ``item``."""
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -115,6 +117,8 @@ def redrive_entries(lines: Iterator[str]) -> Iterator[Tuple[int, str, Any]]:
                 raise RecoveryCliError(f"line {number}: no worker job in the destination payload")
         if isinstance(entry, dict) and isinstance(entry.get("job"), str):  # dead letter or journal
             yield number, "job", entry["job"].encode("utf-8")
+        elif isinstance(entry, dict) and isinstance(entry.get("sealed_item"), str):  # a rejected item
+            yield number, "sealed_item", entry["sealed_item"].encode("utf-8")
         elif isinstance(entry, dict) and "dingtalk_fc_job" in entry:  # a bare job
             yield number, "job", line.strip().encode("utf-8")
         elif isinstance(entry, dict) and isinstance(entry.get("failedList", entry.get("failed_list")), list):
@@ -144,7 +148,8 @@ def cmd_redrive(args: argparse.Namespace, out: TextIO) -> int:
                 print(f"FAIL {args.file}:{number}: {type(error).__name__}", file=out)
         else:
             try:
-                event = failed_items.event_from_item(value, pipeline.max_body_bytes)
+                item = json.loads(pipeline.open_text(value, max_age_s)) if kind == "sealed_item" else value
+                event = failed_items.event_from_item(item, pipeline.max_body_bytes)
             except RequestRejected as rejection:
                 outcome = "rejected"
                 print(f"FAIL {args.file}:{number}: {rejection.problem.errmsg} ({rejection.detail})", file=out)

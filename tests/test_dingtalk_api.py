@@ -237,6 +237,13 @@ def test_malformed_items_are_refused_with_the_push_errcodes(item, errcode):
     assert raised.value.problem.errcode == errcode
 
 
+def test_an_item_with_a_lone_surrogate_gives_an_ascii_plaintext():
+    """Valid JSON (a push may carry it too); the plaintext must still encrypt as UTF-8."""
+    event = event_from_item(v1_item({**EVENT, "nickname": "\ud800"}), MAX)
+    assert event.get("nickname") == "\ud800"
+    assert event.plaintext.isascii()
+
+
 def test_a_tag_nobody_registered_is_still_an_event():
     assert event_from_item(v1_item({"EventType": "some_future_event", "eventId": "f1"}), MAX).type == (
         "some_future_event"
