@@ -485,3 +485,22 @@ def test_a_rejected_item_is_kept_sealed_and_redrive_runs_it_once_the_limit_allow
     status, out = cli(router, "redrive", str(export), DINGTALK_MAX_BODY_BYTES="122880")
     assert (status, out) == (0, "redrive: 1 entries: 1 handled\n")
     assert handler.completed == {"ev-1": 1, "ev-2": 1}
+
+
+def test_redrive_reports_what_a_deferred_handler_did_before_it_exits(cli, tmp_path):
+    """The command must not exit under a deferred handler, nor call "deferred" a success."""
+    ran = []
+
+    def slow(received):
+        time.sleep(0.3)  # a slow back end: why the handler is deferred
+        if received.key == "ev-2":
+            raise RuntimeError("back end down")
+        ran.append(received.key)
+
+    router = Router()
+    router.on("bpms_instance_change", deferred=True)(slow)
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps(v1_item(event(n, "bpms_instance_change"))) + "\n" for n in (1, 2)))
+    status, out = cli(router, "redrive", str(items))
+    assert ran == ["ev-1"]
+    assert (status, out) == (1, "redrive: 2 entries: 1 failed, 1 handled\n")
