@@ -9,16 +9,22 @@ Two generations, both over plain HTTP with ``urllib`` (nothing to install, runs 
   with ``access_token`` in the query; errors are HTTP 200 with a non-zero ``errcode`` (sometimes
   88 with the real code in ``sub_code``).
 
-Every call is bounded by a timeout. The app secret and the access token travel only in request
-bodies, headers and query strings, which are never logged or put into an exception message.
+Every call is bounded as a whole (not only each read) by the API timeout and the run's budget,
+through :meth:`Deadline.call`. Redirects are refused: DingTalk's API never needs one, and
+urllib would copy the token header (or query) to whatever host one names. The app secret and
+the access token travel only in request bodies, headers and query strings, which are never
+logged or put into an exception message.
 """
 
+import http.client
 import json
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+from .deadline import BudgetSpent, Deadline
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
@@ -79,6 +85,19 @@ class Unavailable(ApiError):
     kind = "unavailable"
 
 
+class RedirectRefused(ApiError):
+    """DingTalk's API answered with a redirect, which is never followed (see the module's doc)."""
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        fp.close()
+        raise RedirectRefused(f"HTTP {code}: redirect refused", code)
+
+
+_opener = urllib.request.build_opener(_RefuseRedirects)
+
+
 class FailedPage:
     """One answer of the failed list: the raw ``items`` (dicts) and whether ``more`` remain."""
 
@@ -132,11 +151,14 @@ class DingTalkApi:
     # -- tokens --------------------------------------------------------------------------------
 
     def token(self, timeout_s: "Optional[float]" = None) -> str:
-        """The cached access token, or a new one when none is valid."""
+        """The cached access token, or a new one when none is valid (within ``timeout_s``)."""
+        return self._token_within(self._within(timeout_s))
+
+    def _token_within(self, within: "Optional[Deadline]") -> str:
         with self._lock:
             if self._token is not None and self._clock() < self._token_expires:
                 return self._token
-            token, expires_in = self._request_token(self._bound(timeout_s))
+            token, expires_in = self._request_token(self._bound(within))
             self.token_requests += 1
             self._token = token
             self._token_expires = self._clock() + max(0, expires_in - TOKEN_MARGIN_S)
@@ -174,14 +196,16 @@ class DingTalkApi:
 
     def failed_page(self, timeout_s: "Optional[float]" = None) -> FailedPage:
         """Pull one page of the failed list; a refused token is replaced and the call made
-        again, once. DingTalk may delete what it returns, so the caller keeps the page safe."""
-        token = self.token(timeout_s)
+        again, once, all within ``timeout_s``. DingTalk may delete what it returns, so the
+        caller keeps the page safe."""
+        within = self._within(timeout_s)
+        token = self._token_within(within)
         try:
-            return self._failed_page(token, self._bound(timeout_s))
+            return self._failed_page(token, self._bound(within))
         except TokenExpired:
             self.forget_token(token)
-        token = self.token(timeout_s)
-        return self._failed_page(token, self._bound(timeout_s))
+        token = self._token_within(within)
+        return self._failed_page(token, self._bound(within))
 
     def _failed_page(self, token: str, timeout_s: float) -> FailedPage:
         if self.generation == V1:
@@ -204,8 +228,13 @@ class DingTalkApi:
 
     # -- HTTP ----------------------------------------------------------------------------------
 
-    def _bound(self, timeout_s: "Optional[float]") -> float:
-        return self._timeout_s if timeout_s is None else max(0.05, min(self._timeout_s, timeout_s))
+    @staticmethod
+    def _within(timeout_s: "Optional[float]") -> "Optional[Deadline]":
+        return None if timeout_s is None else Deadline(timeout_s)
+
+    def _bound(self, within: "Optional[Deadline]") -> float:
+        """One call's bound: the API timeout, cut to what is left of the caller's time."""
+        return self._timeout_s if within is None else max(0.05, min(self._timeout_s, within.remaining()))
 
     def _call(
         self,
@@ -224,14 +253,15 @@ class DingTalkApi:
             request.add_header("Content-Type", "application/json")
         for name, value in headers.items():
             request.add_header(name, value)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
-                status, raw = response.status, response.read(MAX_RESPONSE_BYTES)
-        except urllib.error.HTTPError as error:
-            status, raw = error.code, _read_quietly(error)
-        except (urllib.error.URLError, OSError, ValueError) as error:
+        try:  # bounded as a whole: a trickling answer or a hanging name lookup outlasts any read timeout
+            status, raw = Deadline(timeout_s).call(_fetch, request, timeout_s)
+        except BudgetSpent:
+            raise Unavailable(f"DingTalk did not answer within {timeout_s:.1f} s") from None
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as error:
             reason = getattr(error, "reason", error)
             raise Unavailable("DingTalk unreachable: " + type(reason).__name__) from None
+        if 300 <= status < 400:
+            raise RedirectRefused(f"HTTP {status}: redirect refused", status)
         try:
             answer = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
@@ -246,6 +276,15 @@ class DingTalkApi:
         if errcode not in (0, "0", None):
             raise _legacy_error(answer, secrets)
         return answer
+
+
+def _fetch(request: "urllib.request.Request", timeout_s: float) -> "Tuple[int, bytes]":
+    """Status and body of one request, redirects refused (an error status is an answer too)."""
+    try:
+        with _opener.open(request, timeout=timeout_s) as response:
+            return response.status, response.read(MAX_RESPONSE_BYTES)
+    except urllib.error.HTTPError as error:
+        return error.code, _read_quietly(error)
 
 
 def _read_quietly(error: "urllib.error.HTTPError") -> bytes:

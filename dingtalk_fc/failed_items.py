@@ -83,7 +83,9 @@ def _fields(item: "Dict[str, Any]", tag: str, max_bytes: int) -> "Dict[str, Any]
 
 
 def canonical(data: "Dict[str, Any]") -> str:
-    return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    """ASCII JSON, so data holding a lone surrogate (valid JSON escapes a push may carry too)
+    still seals as a job and hashes as a key."""
+    return json.dumps(data, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
 
 
 def event_from_item(item: "Any", max_bytes: int) -> Event:

@@ -27,6 +27,9 @@ MAC_PURPOSE = b"dingtalk-fc worker job mac v1"
 ENCRYPTION_PURPOSE = b"dingtalk-fc worker job encryption v1"
 # FC limits an asynchronous invocation's payload to 128 KB; a larger job can never be handed off.
 MAX_JOB_BYTES = 128 * 1024
+# A failed-list item recovery could not parse is kept sealed the same way, in its log record
+# only (never handed to FC): the bound is the record's, not FC's.
+MAX_SEALED_TEXT_BYTES = 256 * 1024
 TEXT_FIELDS = ("source", "request_id", "fingerprint", "sealed")
 
 
@@ -66,10 +69,10 @@ class JobSealer:
         fields["mac"] = hmac.new(mac_key, _mac_input(fields), "sha256").hexdigest()
         return json.dumps(fields, separators=(",", ":")).encode("ascii")
 
-    def open(self, payload: bytes, max_age_s: float) -> Job:
+    def open(self, payload: bytes, max_age_s: float, max_bytes: int = MAX_JOB_BYTES) -> Job:
         """The job inside ``payload``; :class:`RequestRejected` unless it is authentic and young
         enough that the de-duplication store still remembers the event it carries."""
-        fields = self._parse(payload)
+        fields = self._parse(payload, max_bytes)
         mac = _mac_input(fields)
         matching = [
             cipher
@@ -89,8 +92,8 @@ class JobSealer:
         return Job(plaintext, fields["source"], fields["request_id"], fields["fingerprint"], fields["issued_ms"])
 
     @staticmethod
-    def _parse(payload: bytes) -> "Dict[str, object]":
-        if len(payload) > MAX_JOB_BYTES:
+    def _parse(payload: bytes, max_bytes: int) -> "Dict[str, object]":
+        if len(payload) > max_bytes:
             raise RequestRejected(errors.JOB_NOT_AUTHENTIC, detail="larger than any job")
         try:
             fields = json.loads(payload.decode("utf-8"))

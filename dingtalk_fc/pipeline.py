@@ -20,7 +20,7 @@ from .deadline import Deadline
 from .dedup import CLAIMED, DONE, Claim, StoreFull, StoreUnavailable
 from .errors import Problem, RequestRejected
 from .events import SUITE_URL_CHECKS, URL_CHECKS, Event, bounded_text
-from .jobs import MAX_JOB_BYTES, JobSealer
+from .jobs import MAX_JOB_BYTES, MAX_SEALED_TEXT_BYTES, JobSealer
 from .records import RecordWriter, merge_returned
 from .router import Route, Router
 
@@ -287,10 +287,20 @@ class CallbackPipeline:
     # -- events from any source: push, recovery, re-drive ----------------------------------------
 
     def process_event(
-        self, event: Event, request_id: str, context: "Any", source: str, deadline: Deadline
+        self,
+        event: Event,
+        request_id: str,
+        context: "Any",
+        source: str,
+        deadline: Deadline,
+        retried: bool = True,
     ) -> "Dict[str, Any]":
         """De-duplicate and run (or hand off) an event that did not come as a push; write and
-        return its record (``source`` says where it came from). Never raises."""
+        return its record (``source`` says where it came from). Never raises.
+
+        ``retried=False``: nobody will offer the event again (recovery without a worker), so one
+        in flight elsewhere is an error to re-drive, not a warning: the holder may be dead.
+        """
         started = time.perf_counter()
         record = {"request_id": request_id, "source": source, "event_type": bounded_text(event.type)}
         try:
@@ -300,13 +310,31 @@ class CallbackPipeline:
         except Exception:
             logger.exception("internal error (request %s)", request_id)
             refuse(RequestRejected(errors.INTERNAL_ERROR, outcome="failed"), record)
+        if not retried and record.get("outcome") == "in_flight":
+            record["level"] = "error"
+            record["detail"] = (
+                f"in flight elsewhere and not retried: redrive it from the journal once the in-flight "
+                f"lease ({self._settings.dedup_in_flight_s} s) has passed, if it did not complete"
+            )
         record["latency_ms"] = elapsed_ms(started)
         self._records.write(record)
         return record
 
     def seal_job(self, event: Event, source: str, request_id: str) -> bytes:
         """``event`` as a worker job: what the worker function and a re-drive accept."""
-        return self._jobs.seal(event.plaintext, source, request_id)
+        return self.seal_text(event.plaintext, source, request_id)
+
+    def seal_text(self, text: str, source: str, request_id: str) -> bytes:
+        """``text`` encrypted and authenticated like a job: how recovery keeps a failed-list item
+        it could not parse (DingTalk deleted it) without logging its content; see
+        :meth:`open_text`."""
+        return self._jobs.seal(text, source, request_id)
+
+    def open_text(self, payload: bytes, max_age_s: "Optional[float]" = None) -> str:
+        """The text :meth:`seal_text` sealed; :class:`RequestRejected` unless it is authentic and
+        younger than ``max_age_s`` (default: the TTL, as for jobs)."""
+        age = max_age_s or self._settings.dedup_retention_s
+        return self._jobs.open(payload, age, MAX_SEALED_TEXT_BYTES).plaintext
 
     @property
     def has_worker(self) -> bool:

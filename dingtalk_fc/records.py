@@ -47,8 +47,12 @@ RESERVED_FIELDS = frozenset(
     )
 )
 # What a record keeps when its full form is over the size limit: a sealed ``job`` (a dead letter,
-# a recovery journal line) is what re-drives the event, so it is kept whole (FC bounds it: 128 KB).
-ESSENTIAL_FIELDS = ("request_id", "stage", "source", "event_type", "event_id", "outcome", "status", "level", "job")
+# a recovery journal line) is what re-drives the event, so it is kept whole (FC bounds it: 128 KB),
+# as is the ``sealed_item`` of an item recovery rejected (bounded by MAX_SEALED_TEXT_BYTES).
+ESSENTIAL_FIELDS = (
+    *("request_id", "stage", "source", "event_type", "event_id", "outcome", "status", "level"),
+    *("errcode", "detail", "job", "sealed_item"),
+)
 
 _ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str)
 

@@ -11,6 +11,8 @@ A page is pulled only while the time budget leaves room to run it, so a run that
 time stops between pages, and the next run continues from DingTalk's list.
 """
 
+import json
+import logging
 import time
 import weakref
 from collections import namedtuple
@@ -20,6 +22,7 @@ from .config import ConfigError, _integer, _optional, _required
 from .deadline import Deadline
 from .errors import RequestRejected
 from .failed_items import event_from_item
+from .jobs import MAX_SEALED_TEXT_BYTES
 from .pipeline import elapsed_ms
 
 TYPE_CHECKING = False
@@ -29,6 +32,8 @@ if TYPE_CHECKING:  # annotations only
     from .pipeline import CallbackPipeline
     from .records import RecordWriter
     from .runtime import Runtime
+
+logger = logging.getLogger("dingtalk_fc")
 
 SOURCE = "recovery"
 # Kept free below the function's own timeout, for the last page's events and the summary.
@@ -187,11 +192,14 @@ class Recovery:
         for item in items:  # every event journaled before the first one runs
             try:
                 event = event_from_item(item, self._max_item_bytes)
-            except RequestRejected as rejection:
-                self._rejected(rejection, item, request_id)
+                job = self._pipeline.seal_job(event, SOURCE, request_id)
+            except Exception as error:  # one item must never cost the rest of the page
+                rejection = error if isinstance(error, RequestRejected) else None
+                self._rejected(
+                    rejection or RequestRejected(errors.INTERNAL_ERROR, detail=type(error).__name__), item, request_id
+                )
                 summary["rejected"] += 1
                 continue
-            job = self._pipeline.seal_job(event, SOURCE, request_id)
             self._records.write(
                 {
                     "request_id": request_id,
@@ -207,12 +215,15 @@ class Recovery:
             if deadline.remaining() <= 0:
                 self._not_run(events[position:], request_id, summary)
                 return
-            record = self._pipeline.process_event(event, request_id, context, SOURCE, deadline)
+            has_worker = self._pipeline.has_worker
+            record = self._pipeline.process_event(event, request_id, context, SOURCE, deadline, retried=has_worker)
             counter = OUTCOME_COUNTERS.get(record.get("outcome"), "failed")
-            if counter in ("failed", "in_flight") and self._pipeline.has_worker:
+            if counter in ("failed", "in_flight") and has_worker:
                 # the worker's queue holds it, retries it and dead-letters it: nothing to re-drive by hand
                 retry = self._pipeline.retry_on_worker(event, request_id, context, SOURCE, deadline)
                 counter = "retried_on_worker" if retry.get("outcome") == "deferred" else counter
+            elif counter == "in_flight":  # nobody will run it: the journal line is all there is
+                counter = "failed"
             summary[counter] += 1
 
     def _rejected(self, rejection: RequestRejected, item: "Any", request_id: str) -> None:
@@ -229,6 +240,7 @@ class Recovery:
         tag = item.get("callBackTag", item.get("call_back_tag")) if isinstance(item, dict) else None
         if isinstance(tag, str):
             record["event_type"] = tag[:64]
+        record.update(kept_item(self._pipeline, item, request_id))
         self._records.write(record)
 
     def _not_run(self, events: "List[Any]", request_id: str, summary: "Dict[str, Any]") -> None:
@@ -246,6 +258,18 @@ class Recovery:
                 }
             )
         summary["not_run"] += len(events)
+
+
+def kept_item(pipeline: "CallbackPipeline", item: "Any", request_id: str) -> "Dict[str, Any]":
+    """A rejected item, sealed (encrypted and authenticated) for its record: DingTalk deleted it,
+    and ``redrive`` parses it again once the limit or the parser is fixed. Never raises."""
+    try:
+        sealed = pipeline.seal_text(json.dumps(item, ensure_ascii=True), SOURCE, request_id)
+    except Exception as error:  # a record without the item beats no record
+        return {"item_not_kept": type(error).__name__}
+    if len(sealed) > MAX_SEALED_TEXT_BYTES:
+        return {"item_not_kept": f"sealed item of {len(sealed)} bytes, over {MAX_SEALED_TEXT_BYTES}"}
+    return {"sealed_item": sealed.decode("ascii")}
 
 
 # Why a run stopped, and how loud that is.
@@ -266,18 +290,27 @@ def recover(runtime: "Runtime", request_id: str, context: "Any") -> "Dict[str, A
             pipeline = runtime.pipeline
             settings = load_recovery_settings(runtime.environ)
         except ConfigError as error:
-            record = {
-                "request_id": request_id,
-                "source": SOURCE,
-                "stage": "summary",
-                "stopped": "misconfigured",
-                "level": "error",
-                "errcode": errors.MISCONFIGURED.errcode,
-                "errmsg": errors.MISCONFIGURED.errmsg,
-                "detail": str(error),
-            }
-            runtime.records.write(record)
-            return record
+            return _summary_error(runtime, request_id, "misconfigured", errors.MISCONFIGURED, str(error))
         recovery = Recovery(pipeline, api_for(settings), settings, runtime.records, pipeline.max_body_bytes)
         _instances[runtime] = recovery
-    return recovery.run(request_id, context)
+    try:
+        return recovery.run(request_id, context)
+    except Exception as error:  # a bug: one error record, and no retry of the timer run on top of the next
+        logger.error("recovery run %s failed: %s", request_id, type(error).__name__)
+        return _summary_error(runtime, request_id, "internal_error", errors.INTERNAL_ERROR, type(error).__name__)
+
+
+def _summary_error(runtime: "Runtime", request_id: str, stopped: str, problem: "Any", detail: str) -> "Dict[str, Any]":
+    """The one record of a run that could not start or finish."""
+    record = {
+        "request_id": request_id,
+        "source": SOURCE,
+        "stage": "summary",
+        "stopped": stopped,
+        "level": "error",
+        "errcode": problem.errcode,
+        "errmsg": problem.errmsg,
+        "detail": detail,
+    }
+    runtime.records.write(record)
+    return record

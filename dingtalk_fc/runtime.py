@@ -35,8 +35,11 @@ class Runtime:
         environ: "Optional[Mapping[str, str]]" = None,
         clock: "Callable[[], float]" = time.time,
         records: "Optional[RecordWriter]" = None,
+        deferrer: "Optional[Deferrer]" = None,
     ) -> None:
+        """``deferrer`` replaces FC's asynchronous invocation (local runs and tests)."""
         self._router = router
+        self._given_deferrer = deferrer
         self._environ = environ
         self._clock = clock
         self._records = records or RecordWriter()
@@ -75,6 +78,8 @@ class Runtime:
         return CallbackPipeline(settings, self._router, store, deferrer, clock=self._clock, records=self._records)
 
     def _deferrer(self, settings: Settings) -> "Optional[Deferrer]":
+        if self._given_deferrer is not None:
+            return self._given_deferrer
         if self._local_worker:
             from .deferral import ThreadDeferrer
 

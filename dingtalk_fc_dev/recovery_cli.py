@@ -1,7 +1,8 @@
 """``recover`` and ``redrive``: DingTalk's failed-push list and dead letters, from a terminal.
 
-Both run in this process over ``handlers.py`` (``make run``'s handlers; deferred ones in a
-thread), with the DINGTALK_* configuration of the environment (the demo keys when none is set).
+Both run in this process over ``handlers.py`` (``make run``'s handlers; deferred ones run by the
+worker entrypoint before the command goes on, so it reports what they did and never exits under
+them), with the DINGTALK_* configuration of the environment (the demo keys when none is set).
 Records go to stderr; what the command itself reports goes to stdout.
 """
 
@@ -10,13 +11,14 @@ import json
 import os
 import sys
 import uuid
-from typing import Any, Dict, Iterator, List, TextIO, Tuple
+from typing import Any, Callable, Dict, Iterator, List, TextIO, Tuple
 
 from dingtalk_fc import dead_letter, failed_items, recovery
 from dingtalk_fc.config import ConfigError
 from dingtalk_fc.deadline import Deadline
 from dingtalk_fc.dingtalk_api import ApiError
 from dingtalk_fc.errors import RequestRejected
+from dingtalk_fc.pipeline import Deferrer
 from dingtalk_fc.records import RecordWriter
 from dingtalk_fc.runtime import Runtime
 
@@ -37,16 +39,38 @@ def _environment() -> Dict[str, str]:
     return environ
 
 
-def local_runtime(environ: Dict[str, str], records: RecordWriter) -> Runtime:
+class InlineWorker(Deferrer):
+    """Runs each hand-off's job through the worker entrypoint before ``hand_off`` returns and
+    keeps its outcome (``failed`` if it raised; the worker's record says why): a thread would
+    die with the command, and its outcome would go unreported."""
+
+    def __init__(self, run_worker: Callable[[bytes, str, Any], str]) -> None:
+        self._run_worker = run_worker
+        self._outcomes = []  # type: List[str]
+
+    def hand_off(self, task_id: str, payload: bytes, context: Any, deadline: Deadline) -> None:
+        try:
+            outcome = self._run_worker(payload, "local-" + task_id, context)
+        except Exception:
+            outcome = "failed"
+        self._outcomes.append(outcome)
+
+    def take(self) -> List[str]:
+        """The outcomes since the last call."""
+        taken, self._outcomes = self._outcomes, []
+        return taken
+
+
+def local_runtime(environ: Dict[str, str], records: RecordWriter) -> Tuple[Runtime, InlineWorker]:
     import handlers
 
-    runtime = Runtime(handlers.router, environ=environ, records=records)
-    runtime.use_local_worker()
+    worker = InlineWorker(lambda payload, request_id, context: runtime.run_worker(payload, request_id, context))
+    runtime = Runtime(handlers.router, environ=environ, records=records, deferrer=worker)
     try:
         runtime.pipeline  # noqa: B018 (validates the configuration now)
     except ConfigError as error:
         raise RecoveryCliError(f"configuration: {error}") from None
-    return runtime
+    return runtime, worker
 
 
 def _recovery_settings(environ: Dict[str, str]) -> recovery.RecoverySettings:
@@ -60,14 +84,17 @@ def cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
     environ = _environment()
     settings = _recovery_settings(environ)
     records = RecordWriter(sys.stderr)
-    runtime = local_runtime(environ, records)
+    runtime, worker = local_runtime(environ, records)
     api = recovery.api_for(settings)
     if args.dry_run:
         return _dry_run(runtime, api, settings, out)
     run = recovery.Recovery(runtime.pipeline, api, settings, records, runtime.pipeline.max_body_bytes)
     summary = run.run("cli-" + uuid.uuid4().hex[:12], FakeFcContext(function="recover"))
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("request_id", "level")}), file=out)
-    clean = summary["stopped"] in ("drained", "budget", "max_pages")
+    report = {k: v for k, v in summary.items() if k not in ("request_id", "level")}
+    ran = worker.take()
+    report["deferred_outcomes"] = {outcome: ran.count(outcome) for outcome in sorted(set(ran))}
+    print(json.dumps(report), file=out)
+    clean = summary["stopped"] in ("drained", "budget", "max_pages") and "failed" not in ran
     return EXIT_OK if clean and not summary["failed"] and not summary["not_run"] else EXIT_FAILED
 
 
@@ -89,6 +116,7 @@ def _dry_run(runtime: Runtime, api: Any, settings: recovery.RecoverySettings, ou
                 event = failed_items.event_from_item(item, pipeline.max_body_bytes)
             except RequestRejected as rejection:
                 line = {"rejected": rejection.problem.errmsg, "detail": rejection.detail}  # type: Dict[str, Any]
+                line.update(recovery.kept_item(pipeline, item, "dry-run"))
             else:
                 line = {"event_type": event.type, "event_id": event.key, "corp_id": event.corp_id}
                 line.update(event.identifiers)
@@ -101,7 +129,8 @@ def _dry_run(runtime: Runtime, api: Any, settings: recovery.RecoverySettings, ou
 
 
 def redrive_entries(lines: Iterator[str]) -> Iterator[Tuple[int, str, Any]]:
-    """``(line number, kind, value)``: kind ``job`` (bytes of a worker job) or ``item``."""
+    """``(line number, kind, value)``: kind ``job`` (bytes of a worker job), ``sealed_item`` (bytes
+    of an item recovery rejected, sealed) or ``item``."""
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -115,6 +144,8 @@ def redrive_entries(lines: Iterator[str]) -> Iterator[Tuple[int, str, Any]]:
                 raise RecoveryCliError(f"line {number}: no worker job in the destination payload")
         if isinstance(entry, dict) and isinstance(entry.get("job"), str):  # dead letter or journal
             yield number, "job", entry["job"].encode("utf-8")
+        elif isinstance(entry, dict) and isinstance(entry.get("sealed_item"), str):  # a rejected item
+            yield number, "sealed_item", entry["sealed_item"].encode("utf-8")
         elif isinstance(entry, dict) and "dingtalk_fc_job" in entry:  # a bare job
             yield number, "job", line.strip().encode("utf-8")
         elif isinstance(entry, dict) and isinstance(entry.get("failedList", entry.get("failed_list")), list):
@@ -126,7 +157,7 @@ def redrive_entries(lines: Iterator[str]) -> Iterator[Tuple[int, str, Any]]:
 
 def cmd_redrive(args: argparse.Namespace, out: TextIO) -> int:
     environ = _environment()
-    runtime = local_runtime(environ, RecordWriter(sys.stderr))
+    runtime, worker = local_runtime(environ, RecordWriter(sys.stderr))
     pipeline = runtime.pipeline
     context = FakeFcContext(function="redrive")
     max_age_s = float("inf") if args.accept_expired else None
@@ -144,13 +175,16 @@ def cmd_redrive(args: argparse.Namespace, out: TextIO) -> int:
                 print(f"FAIL {args.file}:{number}: {type(error).__name__}", file=out)
         else:
             try:
-                event = failed_items.event_from_item(value, pipeline.max_body_bytes)
+                item = json.loads(pipeline.open_text(value, max_age_s)) if kind == "sealed_item" else value
+                event = failed_items.event_from_item(item, pipeline.max_body_bytes)
             except RequestRejected as rejection:
                 outcome = "rejected"
                 print(f"FAIL {args.file}:{number}: {rejection.problem.errmsg} ({rejection.detail})", file=out)
             else:
                 record = pipeline.process_event(event, request_id, context, "redrive", Deadline(REDRIVE_BUDGET_S))
                 outcome = record.get("outcome", "failed")
+                if outcome == "deferred":  # what the worker, run before hand_off returned, did
+                    outcome = (worker.take() or ["failed"])[-1]
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         failures += outcome in ("failed", "rejected", "in_flight")
     runtime_summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))

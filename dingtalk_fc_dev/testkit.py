@@ -17,7 +17,6 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 
 from dingtalk_crypto import DingTalkCrypto, DingTalkCryptoError
 from dingtalk_fc import wsgi
-from dingtalk_fc.config import Settings
 from dingtalk_fc.events import SUITE_URL_CHECKS
 from dingtalk_fc.pipeline import Deferrer
 from dingtalk_fc.records import RecordWriter
@@ -271,11 +270,8 @@ class HarnessRuntime(Runtime):
     """The production runtime; given ``workers``, they replace FC as its deferrer."""
 
     def __init__(self, *args: Any, workers: Optional[WorkerThreads] = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, deferrer=workers, **kwargs)
         self.workers = workers
-
-    def _deferrer(self, settings: Settings) -> Optional[Deferrer]:
-        return self.workers if self.workers is not None else super()._deferrer(settings)
 
 
 class CallbackHarness:

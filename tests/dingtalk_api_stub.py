@@ -11,8 +11,10 @@ the real client (``dingtalk_fc.dingtalk_api``) to talk to.
 
 Both hosts are served on one port (the paths differ). The list is cleared on read, as a
 community sample reports DingTalk's is: what a page returns is gone. Failures are injected
-with ``throttle_next``, ``fail_next`` and ``delay_s``; ``expire_tokens()`` makes every token
-issued so far invalid, as an expiry would.
+with ``throttle_next``, ``fail_next`` and ``delay_s``, and at the HTTP level with ``trickle_s``
+(each answer sent a byte at a time, this far apart), ``garbage_next`` (a malformed status line)
+and ``redirect_to`` (the failed list answered with a 302 there); ``expire_tokens()`` makes every
+token issued so far invalid, as an expiry would.
 """
 
 import contextlib
@@ -77,6 +79,9 @@ class DingTalkApiStub:
         self.throttle_next = 0
         self.fail_next = 0
         self.delay_s = 0.0
+        self.trickle_s = 0.0
+        self.garbage_next = 0
+        self.redirect_to = ""
         self.lock = threading.Lock()
         stub = self
 
@@ -87,14 +92,22 @@ class DingTalkApiStub:
             def _answer(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, answer = stub.handle(self.command, self.path, dict(self.headers.items()), body)
+                if stub.take("garbage_next"):
+                    self.wfile.write(b"HTTP/1.1 OK-ish\r\n\r\n")  # not a status line
+                    return
                 payload = json.dumps(answer, ensure_ascii=False).encode()
                 self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", answer["location"])
                 self.send_header("Content-Type", "application/json;charset=utf-8")
                 self.send_header("Content-Length", str(len(payload)))
                 self.send_header("x-acs-request-id", str(uuid.uuid4()).upper())
                 self.end_headers()
+                chunk = 1 if stub.trickle_s else len(payload)
                 with contextlib.suppress(ConnectionError):  # the client gave up waiting
-                    self.wfile.write(payload)
+                    for start in range(0, len(payload), chunk):
+                        self.wfile.write(payload[start : start + chunk])
+                        time.sleep(stub.trickle_s)
 
             do_GET = do_POST = _answer
 
@@ -113,6 +126,13 @@ class DingTalkApiStub:
     def expire_tokens(self) -> None:
         with self.lock:
             self.tokens.clear()
+
+    def take(self, counter: str) -> bool:
+        """Use up one of an injected failure's ``counter``; whether there was one."""
+        with self.lock:
+            left = getattr(self, counter)
+            setattr(self, counter, max(0, left - 1))
+        return left > 0
 
     def calls(self, path: str) -> List[Dict[str, Any]]:
         return [r for r in self.requests if r["path"] == path]
@@ -140,6 +160,8 @@ class DingTalkApiStub:
                     return 502, {}  # a gateway error, not even JSON from DingTalk
                 return 500, self._v1_error("ServiceUnavailable", "服务暂不可用")
         route = (method, parts.path)
+        if self.redirect_to and parts.path.endswith(("/failedResults", "/get_call_back_failed_result")):
+            return 302, {"location": self.redirect_to}
         if route == ("POST", "/v1.0/oauth2/accessToken"):
             return self._v1_token(lowered, body)
         if route == ("GET", "/v1.0/event/callbacks/failedResults"):

@@ -2,13 +2,14 @@
 items of every shape turned into events."""
 
 import json
+import time
 
 import pytest
 from conftest import APP_SECRET
 from dingtalk_api_stub import LEGACY_WRAPPERS, DingTalkApiStub, legacy_item, v1_item
 
 from dingtalk_fc import dingtalk_api
-from dingtalk_fc.dingtalk_api import CredentialsRejected, DingTalkApi, Throttled, Unavailable
+from dingtalk_fc.dingtalk_api import ApiError, CredentialsRejected, DingTalkApi, Throttled, Unavailable
 from dingtalk_fc.errors import RequestRejected
 from dingtalk_fc.events import event_key
 from dingtalk_fc.failed_items import canonical, event_from_item
@@ -135,6 +136,36 @@ def test_an_unreachable_host_is_unavailable():
         api.token()
 
 
+def test_a_trickling_answer_is_cut_off_by_the_callers_time_not_only_each_read(stub):
+    """A socket timeout bounds each read: a byte every 0.2 s would hold the call for seconds."""
+    api = client(stub, "v1", timeout_s=5)
+    api.token()
+    stub.trickle_s = 0.2
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        api.failed_page(timeout_s=0.5)  # what the recovery run has left
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_malformed_status_line_is_unavailable(stub):
+    stub.garbage_next = 1
+    with pytest.raises(Unavailable):
+        client(stub, "v1").token()
+
+
+@pytest.mark.parametrize("generation", dingtalk_api.GENERATIONS)
+def test_a_redirect_is_refused_and_the_token_goes_nowhere_else(stub, generation):
+    elsewhere = DingTalkApiStub(APP_KEY, APP_SECRET)
+    try:
+        stub.redirect_to = elsewhere.base.replace("127.0.0.1", "localhost") + "/v1.0/event/callbacks/failedResults"
+        with pytest.raises(ApiError) as raised:
+            client(stub, generation).failed_page()
+        assert (raised.value.kind, raised.value.status) == ("refused", 302)
+        assert elsewhere.requests == []
+    finally:
+        elsewhere.close()
+
+
 # -- items -------------------------------------------------------------------------------------
 
 MAX = 64 * 1024
@@ -204,6 +235,13 @@ def test_malformed_items_are_refused_with_the_push_errcodes(item, errcode):
     with pytest.raises(RequestRejected) as raised:
         event_from_item(item, MAX)
     assert raised.value.problem.errcode == errcode
+
+
+def test_an_item_with_a_lone_surrogate_gives_an_ascii_plaintext():
+    """Valid JSON (a push may carry it too); the plaintext must still encrypt as UTF-8."""
+    event = event_from_item(v1_item({**EVENT, "nickname": "\ud800"}), MAX)
+    assert event.get("nickname") == "\ud800"
+    assert event.plaintext.isascii()
 
 
 def test_a_tag_nobody_registered_is_still_an_event():

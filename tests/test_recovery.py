@@ -4,7 +4,9 @@ API stub, the real pipeline and store, this file's own routers."""
 import collections
 import io
 import json
+import sys
 import time
+import types
 
 import pytest
 from conftest import APP_SECRET, TEST_ENV, with_canary
@@ -398,3 +400,107 @@ def test_a_dead_letter_keeps_a_large_job_whole_and_an_expired_one_needs_the_oper
         later.run_job(job, "redrive", None)
     assert later.run_job(job, "redrive", None, max_age_s=float("inf")) == "handled"
     assert handler.completed == {"ev-8": 1}
+
+
+def test_an_item_that_cannot_be_sealed_is_rejected_and_the_page_goes_on(recovering, monkeypatch):
+    """A lone surrogate (JSON "\\ud800") seals fine as ASCII; any other per-item failure is a
+    rejected record, never the end of a page DingTalk already deleted."""
+    handler = Handler()
+    harness, stub = recovering(handler)
+    odd = v1_item(event(2))
+    odd["callBackData"] = json.dumps({**json.loads(odd["callBackData"]), "nickname": "\ud800"})
+    stub.add(v1_item(event(1)), odd, *(v1_item(event(n)) for n in range(3, 8)))
+    summary = recovery.recover(harness.runtime, "run-1", context())
+    assert (summary["pulled"], summary["handled"], summary["rejected"]) == (7, 7, 0)
+    assert handler.completed == {f"ev-{n}": 1 for n in range(1, 8)}
+
+    pipeline = harness.runtime.pipeline
+    seal_job = pipeline.seal_job
+    monkeypatch.setattr(
+        pipeline, "seal_job", lambda e, *a: (_ for _ in ()).throw(ValueError()) if e.key == "ev-9" else seal_job(e, *a)
+    )
+    stub.add(*(v1_item(event(n)) for n in range(8, 11)))
+    summary = recovery.recover(harness.runtime, "run-2", context())
+    assert (summary["pulled"], summary["handled"], summary["rejected"]) == (3, 2, 1)
+    assert per_event(harness)[-3]["errcode"] == 900199  # the rejected one, journaled before the others ran
+
+
+def test_a_failure_inside_the_run_is_one_error_record_not_an_exception(recovering, monkeypatch):
+    harness, stub = recovering(Handler())
+    stub.add(v1_item(event(1)))
+    monkeypatch.setattr(harness.runtime.pipeline, "process_event", lambda *a, **k: 1 / 0)
+    record = recovery.recover(harness.runtime, "run-1", context())
+    assert (record["stopped"], record["level"], record["detail"]) == ("internal_error", "error", "ZeroDivisionError")
+    assert summary_of(harness) == record
+
+
+def test_a_recovered_event_in_flight_without_a_worker_is_a_failure_to_redrive(recovering):
+    """Its push's instance died mid-handler: nobody runs it when the dead claim lapses."""
+    handler = Handler()
+    harness, stub = recovering(handler)
+    harness.runtime.pipeline._store.claim(APP_KEY + ":ev-1", 900)  # the dead instance's claim
+    stub.add(v1_item(event(1)))
+    summary = recovery.recover(harness.runtime, "run-1", context())
+    assert (summary["failed"], summary["in_flight"], summary["level"]) == (1, 0, "error")
+    (record,) = per_event(harness)
+    assert (record["outcome"], record["level"]) == ("in_flight", "error")
+    assert "redrive it from the journal" in record["detail"]
+    assert handler.calls == 0
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Runs ``python -m dingtalk_fc_dev ARGS`` in-process over ``router`` as ``handlers.py``."""
+    from dingtalk_fc_dev import cli as dev_cli
+
+    def run(router, *args, **environ):
+        monkeypatch.setitem(sys.modules, "handlers", types.SimpleNamespace(router=router))
+        for name, value in {**TEST_ENV, **environ}.items():
+            monkeypatch.setenv(name, value)
+        out = io.StringIO()
+        status = dev_cli.main(list(args), out)
+        capsys.readouterr()  # the records, on stderr
+        return status, out.getvalue()
+
+    return run
+
+
+def test_a_rejected_item_is_kept_sealed_and_redrive_runs_it_once_the_limit_allows(recovering, cli, tmp_path):
+    handler = Handler()
+    harness, stub = recovering(handler)
+    big = {**event(2, "bpms_instance_change"), "form": "x" * 70000}  # over the default 64 KiB
+    stub.add(v1_item(event(1)), v1_item(big))
+    summary = recovery.recover(harness.runtime, "run-1", context())
+    assert (summary["rejected"], stub.failed) == (1, [])
+    (rejected,) = [r for r in harness.records if r.get("outcome") == "rejected"]
+    assert "x" * 100 not in harness.log.getvalue()  # kept encrypted
+    export = tmp_path / "rejected.jsonl"
+    export.write_text(json.dumps(rejected) + "\n")
+    assert cli(Router(), "redrive", str(export)) == (
+        1,
+        f"FAIL {export}:1: body too large ({rejected['detail']})\nredrive: 1 entries: 1 rejected\n",
+    )
+    router = Router()
+    router.on("bpms_instance_change")(handler)
+    status, out = cli(router, "redrive", str(export), DINGTALK_MAX_BODY_BYTES="122880")
+    assert (status, out) == (0, "redrive: 1 entries: 1 handled\n")
+    assert handler.completed == {"ev-1": 1, "ev-2": 1}
+
+
+def test_redrive_reports_what_a_deferred_handler_did_before_it_exits(cli, tmp_path):
+    """The command must not exit under a deferred handler, nor call "deferred" a success."""
+    ran = []
+
+    def slow(received):
+        time.sleep(0.3)  # a slow back end: why the handler is deferred
+        if received.key == "ev-2":
+            raise RuntimeError("back end down")
+        ran.append(received.key)
+
+    router = Router()
+    router.on("bpms_instance_change", deferred=True)(slow)
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps(v1_item(event(n, "bpms_instance_change"))) + "\n" for n in (1, 2)))
+    status, out = cli(router, "redrive", str(items))
+    assert ran == ["ev-1"]
+    assert (status, out) == (1, "redrive: 2 entries: 1 failed, 1 handled\n")
