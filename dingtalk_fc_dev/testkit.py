@@ -233,7 +233,7 @@ class WorkerThreads(Deferrer):
         self._runs = []  # type: List[WorkerRun]
         self._lock = threading.Lock()
 
-    def hand_off(self, task_id: str, payload: bytes, context: Any) -> None:
+    def hand_off(self, task_id: str, payload: bytes, context: Any, deadline: Any) -> None:
         thread = threading.Thread(target=self._work, args=(task_id, payload), name="worker-" + task_id, daemon=True)
         with self._lock:
             self._threads.append(thread)

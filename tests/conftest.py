@@ -90,6 +90,14 @@ def with_canary(plaintext: Dict[str, Any]) -> Dict[str, Any]:
 
 
 @pytest.fixture
+def s_home(tmp_path: Any) -> Any:
+    """A HOME of its own for `s`, removed afterwards: nothing this suite renders reaches ~/.s."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
 def dingtalk_router() -> Any:
     """The user-facing fixtures (``callback_harness``) over the product router, not handlers.py."""
     return product_router.router

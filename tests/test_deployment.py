@@ -93,12 +93,13 @@ def test_template_declares_the_function_the_product_needs():
         ("DINGTALK_DEDUP_REDIS_URL", "DedupRedisUrl"),
     ]:
         assert environment[variable] == {"Ref": parameter}  # a value never sits in the file
-    assert all(parameters[name]["NoEcho"] for name in ("DingTalkToken", "DingTalkAesKey", "DedupRedisUrl"))
+    secrets = ("DingTalkToken", "DingTalkAesKey", "DingTalkAppSecret", "DedupRedisUrl")
+    assert all(parameters[name]["NoEcho"] for name in secrets)
     assert environment["DINGTALK_WORKER_FUNCTION"] == "worker"
     assert set(service["Properties"]["VpcConfig"]) == {"VpcId", "VSwitchIds", "SecurityGroupId"}
     trigger = service["callback"]["Events"]["http-trigger"]
     assert trigger["Type"] == "HTTP"
-    assert trigger["Properties"] == {"AuthType": "ANONYMOUS", "Methods": ["GET", "POST"]}
+    assert trigger["Properties"] == {"AuthType": "ANONYMOUS", "Methods": ["GET", "HEAD", "POST"]}  # HEAD: monitors
     worker = service["worker"]["Properties"]
     assert worker["Handler"] == "index.worker"
     assert worker["AsyncConfiguration"]["StatefulInvocation"] is True

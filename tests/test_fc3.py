@@ -135,14 +135,6 @@ DEPLOY_ENV = {
 DUMMY_PEM = "-----BEGIN CERTIFICATE-----\nZHVtbXk=\n-----END CERTIFICATE-----\n"
 
 
-@pytest.fixture
-def s_home(tmp_path):
-    """A HOME of its own for `s`, removed afterwards: nothing this suite renders reaches ~/.s."""
-    home = tmp_path / "home"
-    home.mkdir()
-    return home
-
-
 def s_preview(path, home):
     """`s preview` of ``path`` next to placeholder certificates (certs/ is not in the repository)."""
     folder = os.path.dirname(path)

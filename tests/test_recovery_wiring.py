@@ -2,14 +2,12 @@
 the real `s preview` and the fc3 schema."""
 
 import json
-import os
 
 import jsonschema
 import pytest
 import yaml
-from conftest import APP_SECRET, ROOT
 from test_deployment import fun_validate, load_template
-from test_fc3 import FC3_SCHEMA, s_preview
+from test_fc3 import DEPLOY_ENV, FC3_SCHEMA, render_s_yaml
 
 SERVICE = "dingtalk-callback"
 
@@ -49,13 +47,15 @@ def test_fun_validate_catches_a_broken_timer(tmp_path, mutate, complaint):
     assert complaint in result.stdout + result.stderr
 
 
-def test_s_yaml_declares_recovery_and_dead_letter_for_fc3():
-    result = s_preview(os.path.join(ROOT, "s.yaml"))
-    assert result.returncode == 0, result.stdout + result.stderr
-    resources = json.loads(result.stdout[result.stdout.index("{") :])["resources"]
+def test_s_yaml_declares_recovery_and_dead_letter_for_fc3(tmp_path, s_home):
+    resources = render_s_yaml(tmp_path, s_home)["resources"]
     recover, dead_letter = resources["recover"]["props"], resources["dead-letter"]["props"]
     assert recover["handler"] == "index.recover"
-    assert recover["environmentVariables"]["DINGTALK_APP_SECRET"] == APP_SECRET
+    assert recover["environmentVariables"]["DINGTALK_APP_SECRET"] == DEPLOY_ENV["DINGTALK_APP_SECRET"]
+    assert recover["role"] == resources["callback"]["props"]["role"]  # deferred events hand off from it
+    assert resources["worker"]["props"]["asyncInvokeConfig"]["destinationConfig"]["onFailure"]["destination"].endswith(
+        "functions/" + dead_letter["functionName"]
+    )
     assert recover["triggers"] == [
         {
             "triggerName": "every5minutes",
