@@ -217,6 +217,9 @@ def test_package_holds_the_function_and_nothing_else(package):
         wheel_tags = wheel.read()
     assert "manylinux" in wheel_tags
     assert "x86_64" in wheel_tags
+    assert not glob.glob(os.path.join(path, "*.dist-info", "RECORD"))  # pip's bookkeeping, not needed
+    if runtime == "python3" and find_interpreter("3.6"):  # FC downloads it at cold starts (issue 8's target)
+        assert os.path.getsize(path + ".zip") <= 3.5 * 2**20
 
 
 def run_smoke(python, package, script, *args):
