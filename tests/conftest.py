@@ -23,7 +23,7 @@ sys.path.insert(0, ROOT)
 
 import product_router  # noqa: E402
 
-from dingtalk_fc_dev.testkit import CallbackHarness, DingTalkSender  # noqa: E402
+from dingtalk_fc_dev.testkit import CallbackHarness, DingTalkSender, FakeFcContext  # noqa: E402
 
 TESTS = os.path.join(ROOT, "tests")
 
@@ -87,6 +87,39 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
 
 def with_canary(plaintext: Dict[str, Any]) -> Dict[str, Any]:
     return {**plaintext, "note": CANARY}
+
+
+# What the local FC API stubs accept: FakeFcContext's placeholder STS credentials.
+_PLACEHOLDER = FakeFcContext().credentials
+STUB_CREDENTIALS = {_PLACEHOLDER.access_key_id: (_PLACEHOLDER.access_key_secret, _PLACEHOLDER.security_token)}
+
+
+@pytest.fixture
+def deferred_function(make_harness: Any, monkeypatch: Any) -> Iterator[Callable[..., Any]]:
+    """``make(router, api=FcApiStub, worker="worker", **environ) -> (harness, stub)``: a callback
+    function over ``router`` whose deferred events go to a local FC invoke API (FC 2.0's, or
+    ``Fc3ApiStub``), which runs ``index.worker`` over the same configuration with FC's retries."""
+    from fc_api_stub import FcApiStub
+
+    import index
+
+    stubs = []  # type: List[Any]
+
+    def make(router: Any, api: Any = FcApiStub, worker: str = "worker", port: int = 0, **environ: str) -> Any:
+        def run_index_worker(payload: bytes, request_id: str) -> Any:
+            return index.worker(payload, FakeFcContext(request_id=request_id, function=worker))
+
+        stub = api(run_index_worker, STUB_CREDENTIALS, port=port)
+        stubs.append(stub)
+        settings = {"DINGTALK_WORKER_FUNCTION": worker, "DINGTALK_FC_ENDPOINT": stub.endpoint, **environ}
+        harness = make_harness(router, **settings)
+        monkeypatch.setattr(index, "runtime", harness.runtime)
+        return harness, stub
+
+    yield make
+    for stub in stubs:
+        stub.wait()
+        stub.close()
 
 
 @pytest.fixture

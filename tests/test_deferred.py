@@ -7,17 +7,12 @@ import time
 
 import pytest
 from conftest import TEST_ENV
-from fc_api_stub import FcApiStub
 
 from dingtalk_fc import Event, Router
 from dingtalk_fc.pipeline import task_id_for
 from dingtalk_fc_dev.testkit import FakeFcContext
 
 EVENT = {"EventType": "bpms_instance_change", "eventId": "slow-1", "processInstanceId": "pi-1", "result": "agree"}
-CONTEXT = FakeFcContext()
-CREDENTIALS = {
-    CONTEXT.credentials.access_key_id: (CONTEXT.credentials.access_key_secret, CONTEXT.credentials.security_token)
-}
 
 
 class SlowHandler:
@@ -38,30 +33,16 @@ class SlowHandler:
 
 
 @pytest.fixture
-def deferred(make_harness, monkeypatch):
-    """A callback function whose approval handler is deferred, wired to a local FC API whose
-    asynchronous invocations run ``index.worker`` (over the same function configuration)."""
-    import index
-
-    stubs = []
-
-    def run_index_worker(payload, request_id):
-        return index.worker(payload, FakeFcContext(request_id=request_id, function="worker"))
+def deferred(deferred_function):
+    """``make(handler, **environ)``: the approval handler deferred, ``user_add_org`` not."""
 
     def make(handler, **environ):
         router = Router()
         router.on("bpms_instance_change", deferred=True)(handler)
         router.on("user_add_org")(lambda event: None)
-        stub = FcApiStub(run_index_worker, CREDENTIALS)
-        stubs.append(stub)
-        harness = make_harness(router, DINGTALK_WORKER_FUNCTION="worker", DINGTALK_FC_ENDPOINT=stub.endpoint, **environ)
-        monkeypatch.setattr(index, "runtime", harness.runtime)
-        return harness, stub
+        return deferred_function(router, **environ)
 
-    yield make
-    for stub in stubs:
-        stub.wait()
-        stub.close()
+    return make
 
 
 def test_slow_handler_is_deferred_and_runs_exactly_once(deferred):

@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from conftest import TEST_ENV
+from conftest import STUB_CREDENTIALS, TEST_ENV
 from fc3_api_stub import Fc3ApiStub
 from test_deferred import EVENT, SlowHandler
 from test_fc3 import fc3_event
@@ -16,9 +16,6 @@ from dingtalk_fc.pipeline import task_id_for
 from dingtalk_fc_dev.testkit import FakeFcContext
 
 CONTEXT = FakeFcContext(request_id="1-fc3-callback", function="dingtalk-callback")
-CREDENTIALS = {
-    CONTEXT.credentials.access_key_id: (CONTEXT.credentials.access_key_secret, CONTEXT.credentials.security_token)
-}
 
 
 class Fc3Context312:
@@ -30,29 +27,17 @@ class Fc3Context312:
 
 
 @pytest.fixture
-def deferred_fc3(make_harness, monkeypatch):
-    """A callback function on FC 3.0 whose approval handler is deferred to ``dingtalk-worker``."""
-    import index
-
-    stubs = []
-
-    def run_index_worker(payload, request_id):  # FC 3.0 hands an async invocation's body over as the event
-        return index.worker(payload, FakeFcContext(request_id=request_id, function="dingtalk-worker"))
+def deferred_fc3(deferred_function):
+    """``make(handler, port=0, **environ)``: the approval handler deferred through FC 3.0's API to
+    the local FC 3.0 server, which hands the async invocation's body to ``index.worker``."""
 
     def make(handler, port=0, **environ):
         router = Router()
         router.on("bpms_instance_change", deferred=True)(handler)
-        stub = Fc3ApiStub(run_index_worker, CREDENTIALS, port=port)
-        stubs.append(stub)
-        settings = {"DINGTALK_FC_VERSION": "3.0", "DINGTALK_WORKER_FUNCTION": "dingtalk-worker", **environ}
-        harness = make_harness(router, DINGTALK_FC_ENDPOINT=stub.endpoint, **settings)
-        monkeypatch.setattr(index, "runtime", harness.runtime)
-        return harness, stub
+        settings = {"DINGTALK_FC_VERSION": "3.0", **environ}
+        return deferred_function(router, api=Fc3ApiStub, worker="dingtalk-worker", port=port, **settings)
 
-    yield make
-    for stub in stubs:
-        stub.wait()
-        stub.close()
+    return make
 
 
 def send(harness, plaintext, context=CONTEXT):
@@ -114,7 +99,7 @@ def test_unreachable_fc3_is_503_and_the_event_stays_retryable(deferred_fc3):
     assert json.loads(body) == {"errcode": 900131, "errmsg": "deferred hand-off failed"}
     assert time.monotonic() - started < 1.5  # one bounded attempt, no back-off
     assert harness.last_record["outcome"] == "failed"
-    revived = Fc3ApiStub(stub.worker, CREDENTIALS, port=port)  # FC is back at the same endpoint
+    revived = Fc3ApiStub(stub.worker, STUB_CREDENTIALS, port=port)  # FC is back at the same endpoint
     try:
         status, body = send(harness, EVENT)  # DingTalk's retry of the failed push
         assert harness.sender.check_reply(status, body) == "success"
@@ -149,7 +134,7 @@ def test_worker_failure_is_retried_by_fc3s_async_policy(deferred_fc3):
 
 def test_python312_context_takes_credentials_from_the_environment(deferred_fc3):
     key_id = CONTEXT.credentials.access_key_id
-    secret, token = CREDENTIALS[key_id]
+    secret, token = STUB_CREDENTIALS[key_id]
     environ = dict(
         ALIBABA_CLOUD_ACCESS_KEY_ID=key_id, ALIBABA_CLOUD_ACCESS_KEY_SECRET=secret, ALIBABA_CLOUD_SECURITY_TOKEN=token
     )

@@ -9,7 +9,7 @@ import time
 import types
 
 import pytest
-from conftest import APP_SECRET, TEST_ENV, with_canary
+from conftest import APP_SECRET, STUB_CREDENTIALS, TEST_ENV, with_canary
 from dingtalk_api_stub import DingTalkApiStub, legacy_item, v1_item
 from fc_api_stub import FcApiStub
 
@@ -19,10 +19,6 @@ from dingtalk_fc_dev import recovery_cli
 from dingtalk_fc_dev.testkit import FakeFcContext
 
 APP_KEY = TEST_ENV["DINGTALK_APP_KEY"]
-CONTEXT = FakeFcContext()
-CREDENTIALS = {
-    CONTEXT.credentials.access_key_id: (CONTEXT.credentials.access_key_secret, CONTEXT.credentials.security_token)
-}
 
 
 def event(n, event_type="user_add_org"):
@@ -265,7 +261,7 @@ def test_deferred_handlers_hand_recovered_events_to_the_worker(recovering, monke
     import index
 
     handler = Handler()
-    fc = FcApiStub(lambda payload, rid: index.worker(payload, FakeFcContext(request_id=rid)), CREDENTIALS)
+    fc = FcApiStub(lambda payload, rid: index.worker(payload, FakeFcContext(request_id=rid)), STUB_CREDENTIALS)
     try:
         harness, stub = recovering(
             handler, deferred=True, DINGTALK_WORKER_FUNCTION="worker", DINGTALK_FC_ENDPOINT=fc.endpoint
@@ -323,7 +319,7 @@ def test_a_dead_letter_is_recorded_and_redrive_runs_it_once(recovering, monkeypa
                 )
             raise
 
-    fc = FcApiStub(worker, CREDENTIALS, retries=3)
+    fc = FcApiStub(worker, STUB_CREDENTIALS, retries=3)
     try:
         harness, stub = recovering(
             handler, deferred=True, DINGTALK_WORKER_FUNCTION="worker", DINGTALK_FC_ENDPOINT=fc.endpoint
@@ -366,7 +362,7 @@ def test_a_recovered_event_that_fails_again_is_retried_on_the_worker(recovering,
     import index
 
     handler = Handler(lambda received, calls: calls == 1 and (_ for _ in ()).throw(RuntimeError("flaky")))
-    fc = FcApiStub(lambda payload, rid: index.worker(payload, FakeFcContext(request_id=rid)), CREDENTIALS)
+    fc = FcApiStub(lambda payload, rid: index.worker(payload, FakeFcContext(request_id=rid)), STUB_CREDENTIALS)
     try:
         harness, stub = recovering(handler, DINGTALK_WORKER_FUNCTION="worker", DINGTALK_FC_ENDPOINT=fc.endpoint)
         monkeypatch.setattr(index, "runtime", harness.runtime)

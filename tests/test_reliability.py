@@ -11,7 +11,6 @@ import time
 
 import pytest
 from conftest import TEST_ENV
-from fc_api_stub import FcApiStub
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,10 +21,6 @@ from dingtalk_fc.pipeline import Deferrer
 from dingtalk_fc.records import MAX_RECORD_CHARS, RecordWriter
 from dingtalk_fc_dev.testkit import CallbackHarness, FakeFcContext
 
-CONTEXT = FakeFcContext()
-CREDENTIALS = {
-    CONTEXT.credentials.access_key_id: (CONTEXT.credentials.access_key_secret, CONTEXT.credentials.security_token)
-}
 APPROVAL = {"EventType": "bpms_instance_change", "eventId": "appr-1", "processInstanceId": "pi-1"}
 
 
@@ -56,25 +51,11 @@ def router_for(handler, event_type="user_add_org", deferred=None):
 
 
 @pytest.fixture
-def deferred(make_harness, monkeypatch):
-    """A callback function whose approval handler is deferred to a local FC API running
-    ``index.worker``; yields ``make(handler, **environ) -> (harness, stub)``."""
-    import index
-
-    stubs = []
-
-    def make(handler, **environ):
-        stub = FcApiStub(lambda payload, request_id: index.worker(payload, FakeFcContext(request_id)), CREDENTIALS)
-        stubs.append(stub)
-        router = router_for(handler, "bpms_instance_change", deferred=True)
-        harness = make_harness(router, DINGTALK_WORKER_FUNCTION="worker", DINGTALK_FC_ENDPOINT=stub.endpoint, **environ)
-        monkeypatch.setattr(index, "runtime", harness.runtime)
-        return harness, stub
-
-    yield make
-    for stub in stubs:
-        stub.wait()
-        stub.close()
+def deferred(deferred_function):
+    """``make(handler, **environ)``: the approval handler deferred to a local FC API."""
+    return lambda handler, **environ: deferred_function(
+        router_for(handler, "bpms_instance_change", deferred=True), **environ
+    )
 
 
 # -- 1. a hand-off FC accepted but answered late ---------------------------------------------------
