@@ -6,7 +6,6 @@ counts here as "already handed off"). ``fc2`` is imported at the first hand-off,
 worker costs nothing to cold starts that defer nothing.
 """
 
-import contextlib
 import threading
 
 from .deadline import BudgetSpent, Deadline
@@ -14,7 +13,7 @@ from .pipeline import Deferrer, HandOffError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
-    from typing import Any, Callable, Dict, Optional
+    from typing import Any, Dict, Optional
 
 ASYNC_HEADERS = {"x-fc-invocation-type": "Async"}
 TASK_ID_HEADER = "x-fc-stateful-async-invocation-id"
@@ -122,17 +121,3 @@ class FcAsyncDeferrer(Deferrer):
             if error.status_code == 409:  # this task id was handed off before
                 return
             raise HandOffError(f"FC refused the hand-off with {error.status_code}") from None
-
-
-class ThreadDeferrer(Deferrer):
-    """Runs the worker in a background thread of this process: ``make run`` and tests only."""
-
-    def __init__(self, run_worker: "Callable[[bytes, str, Any], Any]") -> None:
-        self._run_worker = run_worker
-
-    def hand_off(self, task_id: str, payload: bytes, context: "Any", deadline: Deadline) -> None:
-        threading.Thread(target=self._work, args=(payload, task_id, context), name=task_id, daemon=True).start()
-
-    def _work(self, payload: bytes, task_id: str, context: "Any") -> None:
-        with contextlib.suppress(Exception):  # the worker logged it; FC would retry, locally we stop
-            self._run_worker(payload, task_id, context)

@@ -98,9 +98,13 @@ class Event:
 
     @classmethod
     def from_data(cls, data: "Dict[str, Any]") -> "Event":
-        """An event that did not arrive as plaintext (a recovered item, a test): its plaintext is
-        its data as compact JSON, so the idempotency key follows the same rule as a push's."""
-        return cls(data, json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+        """An event that did not arrive as plaintext (a recovered item, a re-drive, a test).
+
+        Its plaintext is its data in one canonical form: sorted keys, so the same data always
+        gets the same key where neither ``eventId`` nor ``BizId`` gives one; ASCII, so data
+        holding a lone surrogate (a JSON escape a push may carry too) still seals as a job.
+        """
+        return cls(data, json.dumps(data, ensure_ascii=True, sort_keys=True, separators=(",", ":")))
 
     def __repr__(self) -> str:  # the plaintext stays out of reprs, and so out of tracebacks
         return f"Event(type={self.type!r}, key={self.key!r})"

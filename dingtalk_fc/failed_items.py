@@ -82,12 +82,6 @@ def _fields(item: "Dict[str, Any]", tag: str, max_bytes: int) -> "Dict[str, Any]
     return inner
 
 
-def canonical(data: "Dict[str, Any]") -> str:
-    """ASCII JSON, so data holding a lone surrogate (valid JSON escapes a push may carry too)
-    still seals as a job and hashes as a key."""
-    return json.dumps(data, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
-
-
 def event_from_item(item: "Any", max_bytes: int) -> Event:
     """The :class:`Event` for one failed-list item; raises :class:`RequestRejected` (with the
     push's errcodes) for an item that is not one, never for a tag nobody handles."""
@@ -105,10 +99,10 @@ def event_from_item(item: "Any", max_bytes: int) -> Event:
     event_time = _first(item, _TIME_FIELDS)
     if event_time is not None and "EventTime" not in data:
         data["EventTime"] = event_time
-    plaintext = canonical(data)
-    if len(plaintext.encode("utf-8", "surrogatepass")) > max_bytes:
-        raise RequestRejected(errors.BODY_TOO_LARGE, detail=f"event of {len(plaintext)} chars")
-    return Event(data, plaintext)
+    event = Event.from_data(data)
+    if len(event.plaintext) > max_bytes:  # ASCII: characters are bytes
+        raise RequestRejected(errors.BODY_TOO_LARGE, detail=f"event of {len(event.plaintext)} bytes")
+    return event
 
 
 def _first(item: "Dict[str, Any]", fields: "Any") -> "Optional[Any]":

@@ -20,7 +20,7 @@ from .errors import RequestRejected
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
-    from typing import Callable, Dict, Sequence
+    from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 JOB_VERSION = 1
 MAC_PURPOSE = b"dingtalk-fc worker job mac v1"
@@ -51,10 +51,20 @@ class JobSealer:
     """Seals jobs with the current key pair and opens jobs sealed with any configured pair."""
 
     def __init__(self, ciphers: "Sequence[dingtalk_crypto.DingTalkCrypto]", clock: "Callable[[], float]") -> None:
-        # encrypt-then-MAC, each under its own key derived from the pair: a sealed job is no
-        # DingTalk ciphertext, so it cannot be fed to the callback to learn anything about it
-        self._keyed = [(cipher.derive_cipher(ENCRYPTION_PURPOSE), cipher.derive_key(MAC_PURPOSE)) for cipher in ciphers]
+        self._ciphers = ciphers
+        self._derived: Optional[List[Tuple[dingtalk_crypto.DingTalkCrypto, bytes]]] = None
         self._clock = clock
+
+    @property
+    def _keyed(self) -> "List[Tuple[dingtalk_crypto.DingTalkCrypto, bytes]]":
+        """Per pair, encrypt-then-MAC keys derived from it: a sealed job is no DingTalk ciphertext,
+        so it cannot be fed to the callback to learn anything about it. Derived at first use:
+        two HMACs and two AES keys a pair, which a cold start that defers nothing need not pay."""
+        if self._derived is None:  # computing it twice (two threads at once) is harmless
+            self._derived = [
+                (cipher.derive_cipher(ENCRYPTION_PURPOSE), cipher.derive_key(MAC_PURPOSE)) for cipher in self._ciphers
+            ]
+        return self._derived
 
     def seal(self, plaintext: str, source: str, request_id: str, fingerprint: str = "") -> bytes:
         cipher, mac_key = self._keyed[0]

@@ -35,22 +35,20 @@ class Runtime:
         environ: "Optional[Mapping[str, str]]" = None,
         clock: "Callable[[], float]" = time.time,
         records: "Optional[RecordWriter]" = None,
-        deferrer: "Optional[Deferrer]" = None,
     ) -> None:
-        """``deferrer`` replaces FC's asynchronous invocation (local runs and tests)."""
         self._router = router
-        self._given_deferrer = deferrer
+        self._given_deferrer = None  # type: Optional[Deferrer]
         self._environ = environ
         self._clock = clock
         self._records = records or RecordWriter()
-        self._local_worker = False
         self._pipeline = None  # type: Optional[CallbackPipeline]
         self._error = None  # type: Optional[ConfigError]
         self._lock = threading.Lock()
 
-    def use_local_worker(self) -> None:
-        """Run deferred handlers in a thread of this process (``make run``), not on FC."""
-        self._local_worker = True
+    def use_deferrer(self, deferrer: "Deferrer") -> None:
+        """Hand deferred events to ``deferrer`` instead of FC's asynchronous invocation: the
+        developer kit's local server, test harness and CLI; call it before the first request."""
+        self._given_deferrer = deferrer
 
     def start(self) -> None:
         """Read and validate the configuration and build the pipeline; safe to call again."""
@@ -80,10 +78,6 @@ class Runtime:
     def _deferrer(self, settings: Settings) -> "Optional[Deferrer]":
         if self._given_deferrer is not None:
             return self._given_deferrer
-        if self._local_worker:
-            from .deferral import ThreadDeferrer
-
-            return ThreadDeferrer(self.run_worker)
         if settings.worker_function and settings.fc_version == "3.0":
             from .deferral_fc3 import Fc3AsyncDeferrer
 

@@ -25,7 +25,7 @@ from dingtalk_fc.config import ConfigError
 from dingtalk_fc.runtime import Runtime
 
 from .demo import DEMO_ENVIRONMENT, IncompleteCredentials, credentials_from
-from .testkit import FakeFcContext
+from .testkit import FakeFcContext, WorkerThreads
 
 DEFAULT_PORT = 9000
 EXIT_USAGE = 2
@@ -99,7 +99,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
 
     runtime, handler = load_function(args.handlers)
-    runtime.use_local_worker()
+    runtime.use_deferrer(WorkerThreads(runtime.run_worker))  # FC's asynchronous invocation, in threads
     runtime.start()
     try:
         runtime.pipeline  # noqa: B018 (raises the configuration error the function would answer 500 with)

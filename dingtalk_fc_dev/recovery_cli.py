@@ -64,8 +64,9 @@ class InlineWorker(Deferrer):
 def local_runtime(environ: Dict[str, str], records: RecordWriter) -> Tuple[Runtime, InlineWorker]:
     import handlers
 
-    worker = InlineWorker(lambda payload, request_id, context: runtime.run_worker(payload, request_id, context))
-    runtime = Runtime(handlers.router, environ=environ, records=records, deferrer=worker)
+    runtime = Runtime(handlers.router, environ=environ, records=records)
+    worker = InlineWorker(runtime.run_worker)
+    runtime.use_deferrer(worker)
     try:
         runtime.pipeline  # noqa: B018 (validates the configuration now)
     except ConfigError as error:

@@ -227,22 +227,24 @@ class WorkerThreads(Deferrer):
     The payload is passed on as opaque bytes, so the test runs the real hand-off format.
     """
 
-    def __init__(self, run_worker: Callable[[bytes, str], Any]) -> None:
+    def __init__(self, run_worker: Callable[[bytes, str, Any], Any]) -> None:
         self._run_worker = run_worker
         self._threads = []  # type: List[threading.Thread]
         self._runs = []  # type: List[WorkerRun]
         self._lock = threading.Lock()
 
     def hand_off(self, task_id: str, payload: bytes, context: Any, deadline: Any) -> None:
-        thread = threading.Thread(target=self._work, args=(task_id, payload), name="worker-" + task_id, daemon=True)
+        thread = threading.Thread(
+            target=self._work, args=(task_id, payload, context), name="worker-" + task_id, daemon=True
+        )
         with self._lock:
             self._threads.append(thread)
         thread.start()
 
-    def _work(self, task_id: str, payload: bytes) -> None:
+    def _work(self, task_id: str, payload: bytes, context: Any) -> None:
         outcome, error = None, None  # type: Optional[str], Optional[BaseException]
         try:
-            outcome = self._run_worker(payload, "worker-" + task_id)
+            outcome = self._run_worker(payload, "worker-" + task_id, context)
         except Exception as raised:
             error = raised
         with self._lock:
@@ -266,14 +268,6 @@ class WorkerThreads(Deferrer):
             return list(self._runs)
 
 
-class HarnessRuntime(Runtime):
-    """The production runtime; given ``workers``, they replace FC as its deferrer."""
-
-    def __init__(self, *args: Any, workers: Optional[WorkerThreads] = None, **kwargs: Any) -> None:
-        super().__init__(*args, deferrer=workers, **kwargs)
-        self.workers = workers
-
-
 class CallbackHarness:
     """A configured callback function in-process: send deliveries, read its log records.
 
@@ -292,16 +286,16 @@ class CallbackHarness:
         run_deferred: bool = False,
     ) -> None:
         self.log = io.StringIO()
+        self.runtime = Runtime(router, environ=dict(environ), clock=clock, records=RecordWriter(self.log))
         self.workers = WorkerThreads(self._run_worker) if run_deferred else None
-        self.runtime = HarnessRuntime(
-            router, environ=dict(environ), clock=clock, records=RecordWriter(self.log), workers=self.workers
-        )
+        if self.workers is not None:
+            self.runtime.use_deferrer(self.workers)
         self.sender = sender or DingTalkSender(
             environ["DINGTALK_TOKEN"], environ["DINGTALK_AES_KEY"], environ["DINGTALK_APP_KEY"], clock=clock
         )
 
-    def _run_worker(self, payload: bytes, request_id: str) -> Any:
-        return self.runtime.run_worker(payload, request_id)
+    def _run_worker(self, payload: bytes, request_id: str, context: Any) -> Any:
+        return self.runtime.run_worker(payload, request_id, context)  # looked up per run: tests may wrap it
 
     def app(self, environ: Dict[str, Any], start_response: Any) -> Any:
         return wsgi.serve(self.runtime, environ, start_response)

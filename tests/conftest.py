@@ -229,7 +229,8 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-LOCAL_SERVER = [sys.executable, "-m", "dingtalk_fc_dev.local_server"]
+# `make run`'s server over the product router: a team's handlers.py (and what it imports) stays out.
+LOCAL_SERVER = [sys.executable, "-m", "dingtalk_fc_dev.local_server", "--handlers", product_router.__name__]
 
 
 def server_environment(environ: Dict[str, str]) -> Dict[str, str]:
@@ -237,7 +238,7 @@ def server_environment(environ: Dict[str, str]) -> Dict[str, str]:
     product router's folder importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DINGTALK_")}
     env.update(environ)
-    env["PYTHONPATH"] = TESTS
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [TESTS, env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -253,7 +254,7 @@ class LocalServer:
         env = server_environment(environ)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(
-                [*LOCAL_SERVER, "--handlers", product_router.__name__, "--port", str(port)],
+                [*LOCAL_SERVER, "--port", str(port)],
                 cwd=ROOT,
                 env=env,
                 stdout=out,

@@ -1,7 +1,6 @@
 """End to end over real HTTP on loopback: `make run`'s server and a DingTalk-side client."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -59,9 +58,9 @@ def test_ctrl_c_stops_the_server_cleanly(start_server):
 
 def test_demo_credentials_are_printed_with_a_ready_command(tmp_path):
     """With no DINGTALK_* set, `make run` uses and prints the demo keys, and its command works."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DINGTALK_")}
+    env = server_environment({})
     process = subprocess.Popen(
-        [sys.executable, "-m", "dingtalk_fc_dev.local_server", "--port", "0"],
+        [*LOCAL_SERVER, "--port", "0"],
         cwd=ROOT,
         env=env,
         stderr=subprocess.PIPE,

@@ -46,7 +46,7 @@ def test_reply_comes_before_the_worker_runs(callback_harness):
 def test_the_worker_gets_the_pipeline_payload_not_the_plaintext(callback_harness, monkeypatch):
     payloads = []
     real = callback_harness.runtime.run_worker
-    monkeypatch.setattr(callback_harness.runtime, "run_worker", lambda p, r: payloads.append(p) or real(p, r))
+    monkeypatch.setattr(callback_harness.runtime, "run_worker", lambda p, r, c: payloads.append(p) or real(p, r, c))
     gate.set()
     callback_harness.send({**APPROVAL, "processInstanceId": "secret-instance"})
     callback_harness.wait_for_workers()

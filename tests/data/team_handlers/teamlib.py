@@ -1,5 +1,7 @@
-"""A module of the team's own, imported by its handlers.py."""
+"""A module of the team's own, imported by its handlers.py, with a requirement the team added."""
+
+import six
 
 
 def label(event_type: str) -> str:
-    return "team:" + event_type
+    return six.ensure_str("team:" + event_type)
