@@ -352,17 +352,10 @@ class CallbackPipeline:
         started = time.perf_counter()
         record = {"request_id": request_id, "source": source, "stage": "retry", "event_type": bounded_text(event.type)}
         record["event_id"] = bounded_text(event.key)
-        job = self._jobs.seal(event.plaintext, source, request_id)
+        store_key = self._key_prefix + event.key
         try:
-            self._hand_off(
-                job,
-                self._key_prefix + event.key,
-                task_id_for(self._key_prefix + event.key),
-                None,
-                context,
-                record,
-                deadline,
-            )
+            job = self.seal_job(event, source, request_id)
+            self._hand_off(job, store_key, task_id_for(store_key), None, context, record, deadline)
         except RequestRejected as rejection:
             refuse(rejection, record)
         record["latency_ms"] = elapsed_ms(started)
