@@ -21,7 +21,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import product_router  # noqa: E402
+from support import counting, product_router  # noqa: E402
 
 from dingtalk_fc_dev.testkit import CallbackHarness, DingTalkSender, FakeFcContext  # noqa: E402
 
@@ -37,8 +37,9 @@ PREVIOUS_KEYS = {
     "DINGTALK_PREVIOUS_AES_KEY": "Zm9yZXZlcnlvbmV3aG9yb3RhdGVzdGhlaXJrZXlzMDE",
 }
 CANARY = "PLAINTEXT-CANARY-7f3a9c"
+SECRET_NOTE = "Zq8" + "x7Kd2PmV9rTb4NcW6yHf3LsJ1gQa5uE0"  # plaintext bytes that must never be logged
 APP_SECRET = "AppSecretUsedOnlyInTests0c4b2e9f"  # recovery's DINGTALK_APP_SECRET
-ACCESS_TOKEN_MARKER = "AccessTokenMarker9d1e"  # in every token tests/dingtalk_api_stub.py issues
+ACCESS_TOKEN_MARKER = "AccessTokenMarker9d1e"  # in every token tests/stubs/dingtalk_api.py issues
 LEAK_MARKERS = [
     TEST_ENV["DINGTALK_TOKEN"],
     TEST_ENV["DINGTALK_AES_KEY"],
@@ -99,7 +100,7 @@ def deferred_function(make_harness: Any, monkeypatch: Any) -> Iterator[Callable[
     """``make(router, api=FcApiStub, worker="worker", **environ) -> (harness, stub)``: a callback
     function over ``router`` whose deferred events go to a local FC invoke API (FC 2.0's, or
     ``Fc3ApiStub``), which runs ``index.worker`` over the same configuration with FC's retries."""
-    from fc_api_stub import FcApiStub
+    from stubs.fc2_api import FcApiStub
 
     import index
 
@@ -120,6 +121,14 @@ def deferred_function(make_harness: Any, monkeypatch: Any) -> Iterator[Callable[
     for stub in stubs:
         stub.wait()
         stub.close()
+
+
+@pytest.fixture
+def deferred_approval(deferred_function: Any) -> Any:
+    """``make(handler, **environ)``: the approval handler deferred to a local FC API."""
+    return lambda handler, **environ: deferred_function(
+        counting.router_for(handler, "bpms_instance_change", deferred=True), **environ
+    )
 
 
 @pytest.fixture
@@ -245,7 +254,7 @@ def server_environment(environ: Dict[str, str]) -> Dict[str, str]:
 
 class LocalServer:
     """``python -m dingtalk_fc_dev.local_server`` as a child process on a free port, serving the
-    product router (``tests/product_router.py``), not handlers.py."""
+    product router (``tests/support/product_router.py``), not handlers.py."""
 
     def __init__(self, environ: Dict[str, str], port: int = 0) -> None:
         self.log_dir = tempfile.mkdtemp(prefix="local-server-")

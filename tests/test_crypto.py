@@ -6,9 +6,9 @@ import os
 
 import pytest
 from Crypto.Cipher import AES
-from forgery import forge
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.forgery import forge
 
 import dingtalk_crypto as dc
 

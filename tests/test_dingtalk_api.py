@@ -6,7 +6,7 @@ import time
 
 import pytest
 from conftest import APP_SECRET
-from dingtalk_api_stub import LEGACY_WRAPPERS, DingTalkApiStub, legacy_item, v1_item
+from stubs.dingtalk_api import LEGACY_WRAPPERS, DingTalkApiStub, legacy_item, v1_item
 
 from dingtalk_fc import Event, dingtalk_api
 from dingtalk_fc.dingtalk_api import ApiError, CredentialsRejected, DingTalkApi, Throttled, Unavailable

@@ -1,18 +1,19 @@
 """A public URL receives garbage: every bad request gets its 4xx and errcode, never a 5xx,
 never a traceback, and never an encrypted success unless the request verified."""
 
+import base64
 import io
 import json
 import string
 import time
 from urllib.parse import urlencode
 
-import product_router
 import pytest
-from conftest import TEST_ENV
-from forgery import forge
+from conftest import SECRET_NOTE, TEST_ENV
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import product_router
+from support.forgery import forge
 
 from dingtalk_crypto import DingTalkCrypto
 from dingtalk_fc_dev.testkit import CallbackHarness, DingTalkSender, call_wsgi
@@ -292,3 +293,24 @@ def test_fuzz_ten_thousand_requests():
     assert tally["requests"] >= 10_000
     assert tally["success"] > 100  # the generator does reach the success path
     assert tally["rejected"] > 5_000
+
+
+def test_decryption_failures_give_no_padding_oracle(make_harness):
+    """A holder of the token (not of the aes_key) signs ``C' || C_k`` for every value of the
+    last byte of ``C'``: had "invalid padding" an answer of its own, the one value that passes
+    the padding check would reveal a byte of ``C_k``'s plaintext (256 requests a byte)."""
+    harness = make_harness()
+    crypto = harness.sender.crypto
+    captured = base64.b64decode(crypto.encrypt(json.dumps({"EventType": "user_add_org", "note": SECRET_NOTE})))
+    target = captured[32:48]
+    answers = set()
+    for guess in range(256):
+        encrypt = base64.b64encode(bytes(15) + bytes([guess]) + target).decode()
+        timestamp, nonce = crypto.timestamp_ms(), crypto.new_nonce()
+        query = f"msg_signature={crypto.signature(timestamp, nonce, encrypt)}&timestamp={timestamp}&nonce={nonce}"
+        body = json.dumps({"encrypt": encrypt}).encode()
+        environ = {"REQUEST_METHOD": "POST", "QUERY_STRING": query, "CONTENT_LENGTH": str(len(body))}
+        reply = harness.call(dict(environ, **{"wsgi.input": io.BytesIO(body)}))
+        answers.add((reply.status, reply.body))
+    assert answers == {(400, b'{"errcode": 900008, "errmsg": "decryption failed"}')}
+    assert {r["detail"].split(":")[0] for r in harness.records} > {"900008"}  # the log keeps the reason

@@ -10,8 +10,8 @@ import types
 
 import pytest
 from conftest import APP_SECRET, STUB_CREDENTIALS, TEST_ENV, with_canary
-from dingtalk_api_stub import DingTalkApiStub, legacy_item, v1_item
-from fc_api_stub import FcApiStub
+from stubs.dingtalk_api import DingTalkApiStub, legacy_item, v1_item
+from stubs.fc2_api import FcApiStub
 
 from dingtalk_fc import Event, Router, recovery
 from dingtalk_fc.records import RecordWriter

@@ -2,7 +2,7 @@
 
     .venv/bin/python tools/bench_recovery.py [--events 2000] [--redis redis://127.0.0.1:6379/0]
 
-The failed list is served by tests/dingtalk_api_stub.py on loopback (v1 API, 100 per page); the
+The failed list is served by tests/stubs/dingtalk_api.py on loopback (v1 API, 100 per page); the
 handler does nothing, so the figure is recovery's own cost: paging, parsing, sealing the journal
 line, claiming and completing the key, and two log records per event (written to /dev/null).
 """
@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from conftest import APP_SECRET, TEST_ENV  # noqa: E402
-from dingtalk_api_stub import DingTalkApiStub, v1_item  # noqa: E402
+from stubs.dingtalk_api import DingTalkApiStub, v1_item  # noqa: E402
 
 from dingtalk_fc import Router, recovery  # noqa: E402
 from dingtalk_fc.records import RecordWriter  # noqa: E402

@@ -1,4 +1,5 @@
-"""The Redis store against a real redis-server: atomic claims, expiry, and Redis going away."""
+"""The de-duplication stores: the memory store's bounds, and the Redis store against a real
+redis-server (atomic claims, expiry, Redis going away)."""
 
 import os
 import signal
@@ -7,6 +8,8 @@ import time
 
 import pytest
 import redis
+from conftest import TEST_ENV
+from support.counting import Counter, router_for
 
 from dingtalk_fc.dedup import CLAIMED, DONE, IN_FLIGHT, RedisStore, StoreUnavailable
 
@@ -142,12 +145,46 @@ def test_optional_clients_stay_off_the_cold_start(extra, loaded):
     import subprocess
     import sys
 
-    from conftest import ROOT, TEST_ENV, TESTS
+    from conftest import ROOT, TESTS
 
     code = (
-        "import sys, product_router; from dingtalk_fc.runtime import Runtime; Runtime(product_router.router).start(); "
+        "import sys; from support import product_router; from dingtalk_fc.runtime import Runtime; "
+        "Runtime(product_router.router).start(); "
         "print('redis' in sys.modules, 'fc2' in sys.modules)"
     )
     env = {**os.environ, **TEST_ENV, **extra, "PYTHONPATH": TESTS}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.stdout.split() == loaded, result.stderr
+
+
+def test_memory_store_full_of_claims_refuses_new_ones_and_keeps_the_old(make_harness):
+    gate = threading.Event()
+    handler = Counter(gate=gate)
+    harness = make_harness(router_for(handler), DINGTALK_DEDUP_MEMORY_ENTRIES="2")
+    threads = [
+        threading.Thread(target=harness.send, args=({"EventType": "user_add_org", "eventId": f"m-{n}"},))
+        for n in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    while len(handler.calls) < 2:
+        time.sleep(0.01)
+    third = harness.send({"EventType": "user_add_org", "eventId": "m-2"})
+    assert third.status == 503
+    assert third.json["errcode"] == 900134
+    again = harness.send({"EventType": "user_add_org", "eventId": "m-0"})  # re-pushed while it runs
+    assert again.status == 409
+    gate.set()
+    for thread in threads:
+        thread.join()
+    assert sorted(handler.calls) == ["m-0", "m-1"]
+
+
+def test_an_id_with_a_lone_surrogate_is_claimed_in_redis(make_harness, redis_url):
+    handler = Counter()
+    harness = make_harness(router_for(handler), DINGTALK_DEDUP_REDIS_URL=redis_url)
+    plaintext = '{"EventType":"user_add_org","eventId":"e-\\ud83d-1","userId":["u1"]}'
+    statuses = [harness.send(plaintext).status for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    assert [r["outcome"] for r in harness.records] == ["handled", "duplicate", "duplicate"]
+    assert len(handler.calls) == 1

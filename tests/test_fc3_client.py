@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from fc3_api_stub import DUPLICATE_TASK, Fc3ApiStub, expected_signature
+from stubs.fc3_api import DUPLICATE_TASK, Fc3ApiStub, expected_signature
 
 from dingtalk_fc import deferral_fc3
 from dingtalk_fc.pipeline import HandOffError, task_id_for

@@ -1,5 +1,5 @@
-"""Deferred handlers end to end: the real fc2.Client hands the event to a local FC invoke API,
-which runs the worker; DingTalk's reply comes back before the slow handler finishes."""
+"""Deferred handlers on FC 2.0 end to end: the real fc2.Client hands the event to a local FC 2.0
+invoke API, which runs the worker; DingTalk's reply comes back before the slow handler finishes."""
 
 import json
 import threading
@@ -7,9 +7,11 @@ import time
 
 import pytest
 from conftest import TEST_ENV
+from support.counting import APPROVAL, Counter, router_for
 
 from dingtalk_fc import Event, Router
-from dingtalk_fc.pipeline import task_id_for
+from dingtalk_fc.deadline import Deadline
+from dingtalk_fc.pipeline import Deferrer, task_id_for
 from dingtalk_fc_dev.testkit import FakeFcContext
 
 EVENT = {"EventType": "bpms_instance_change", "eventId": "slow-1", "processInstanceId": "pi-1", "result": "agree"}
@@ -179,3 +181,59 @@ def test_local_server_runs_deferred_handlers_in_process(start_server):
         time.sleep(0.05)
     outcomes = sorted((r.get("stage", "http"), r["outcome"]) for r in server.records())
     assert outcomes == [("http", "deferred"), ("worker", "handled")]
+
+
+def test_hand_off_answered_after_the_budget_still_runs_exactly_once(deferred_approval):
+    handler = Counter()
+    harness, stub = deferred_approval(handler, DINGTALK_REQUEST_BUDGET_MS="300")
+    stub.answer_delay_s = 1.0  # FC queues the job, then its answer arrives after the budget
+    first = harness.send(APPROVAL)
+    assert first.status == 503  # not acknowledged: DingTalk will retry
+    stub.answer_delay_s = 0.0
+    retry = harness.send(APPROVAL)
+    assert harness.sender.check_reply(retry.status, retry.body) == "success"  # FC: task exists
+    stub.wait()
+    assert handler.finished == ["appr-1"]  # the queued job adopted the claim and ran
+    assert [run.get("outcome") for run in stub.worker_runs] == ["handled"]
+
+
+class RecordingDeferrer(Deferrer):
+    """Accepts every hand-off; the first raises ``first_error`` when given (empty STS
+    credentials make fc2 raise ValueError, which no hand-off expected)."""
+
+    def __init__(self, first_error=None):
+        self.first_error = first_error
+        self.calls = []
+
+    def hand_off(self, task_id, payload, context, deadline):
+        self.calls.append(task_id)
+        if self.first_error is not None and len(self.calls) == 1:
+            raise self.first_error
+
+
+def deferring_harness(make_harness, deferrer):
+    harness = make_harness(
+        router_for(Counter(), "bpms_instance_change", deferred=True), DINGTALK_WORKER_FUNCTION="worker"
+    )
+    harness.runtime.pipeline._deferrer = deferrer
+    return harness
+
+
+def test_an_unexpected_hand_off_error_releases_the_claim(make_harness):
+    deferrer = RecordingDeferrer(ValueError("access key id must not be empty"))
+    harness = deferring_harness(make_harness, deferrer)
+    assert harness.send(APPROVAL).status == 503
+    retry = harness.send(APPROVAL)  # not 409 for the next 15 minutes
+    assert harness.sender.check_reply(retry.status, retry.body) == "success"
+    assert len(deferrer.calls) == 2
+
+
+def test_an_event_too_large_for_a_job_is_refused_before_the_hand_off(make_harness):
+    deferrer = RecordingDeferrer()
+    pipeline = deferring_harness(make_harness, deferrer).runtime.pipeline
+    huge = Event.from_data(dict(APPROVAL, eventId="huge-1", comment="x" * 120_000))
+    record = pipeline.process_event(huge, "r", None, "recovery", Deadline(1))
+    assert (record["errcode"], record["outcome"]) == (900133, "failed")
+    assert deferrer.calls == []
+    small = Event.from_data(dict(APPROVAL, eventId="huge-1"))  # the claim was released
+    assert pipeline.process_event(small, "r", None, "recovery", Deadline(1))["outcome"] == "deferred"

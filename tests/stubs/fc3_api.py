@@ -12,7 +12,7 @@ import time
 from typing import Any, Dict, List
 from urllib.parse import unquote
 
-from fc_api_stub import FcApiStub
+from stubs.fc2_api import FcApiStub
 
 INVOKE_PATH = re.compile(r"^/2023-03-30/functions/(?P<function>[^/?]+)/invocations(?:\?qualifier=[^&]+)?$")
 AUTHORIZATION = re.compile(

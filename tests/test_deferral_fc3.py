@@ -7,9 +7,9 @@ import time
 
 import pytest
 from conftest import STUB_CREDENTIALS, TEST_ENV
-from fc3_api_stub import Fc3ApiStub
-from test_deferred import EVENT, SlowHandler
-from test_fc3 import fc3_event
+from stubs.fc3_api import Fc3ApiStub
+from test_deferral_fc2 import EVENT, SlowHandler
+from test_fc3_adapter import fc3_event
 
 from dingtalk_fc import Router
 from dingtalk_fc.pipeline import task_id_for

@@ -5,6 +5,7 @@ import time
 
 import pytest
 from conftest import PREVIOUS_KEYS, TEST_ENV
+from support.counting import Counter, router_for
 
 from dingtalk_fc import Router
 from dingtalk_fc.dedup import CLAIMED, DONE, IN_FLIGHT, MemoryStore
@@ -276,3 +277,34 @@ def test_memory_store_claims_are_atomic_across_threads():
         for thread in threads:
             thread.join()
         assert results.count(CLAIMED) == 1
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose ``complete`` fails the first ``failures`` times."""
+
+    def __init__(self, failures, **kwargs):
+        super().__init__(**kwargs)
+        self.failures = failures
+
+    def complete(self, *args, **kwargs):
+        from dingtalk_fc.dedup import StoreUnavailable
+
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("redis: TimeoutError")
+        return super().complete(*args, **kwargs)
+
+
+def test_a_failed_completion_is_retried(make_harness):
+    handler = Counter()
+    harness = make_harness(router_for(handler))
+    clock = [1000.0]
+    harness.runtime.pipeline._store = FlakyStore(failures=1, clock=lambda: clock[0])
+    event = {"EventType": "user_add_org", "eventId": "c-1"}
+    delivery = harness.sender.build(event)
+    assert harness.call(delivery.wsgi_environ()).status == 200
+    clock[0] += 10_000  # long after the in-flight lease
+    replay = harness.call(delivery.wsgi_environ())
+    assert harness.sender.check_reply(replay.status, replay.body) == "success"
+    assert harness.last_record["outcome"] == "duplicate"
+    assert handler.calls == ["c-1"]

@@ -1,7 +1,6 @@
-"""FC 3.0: index.fc3_handler with the event shape of built-in runtimes' HTTP triggers, and the
-s.yaml that Serverless Devs renders offline (`s preview`), checked against the fc3 schema."""
+"""Serverless Devs' way: s.yaml rendered offline by the real `s preview` and checked against
+the fc3 component's schema, for the callback, worker, recovery timer and dead-letter function."""
 
-import base64
 import json
 import os
 import subprocess
@@ -11,118 +10,8 @@ import jsonschema
 import pytest
 from conftest import ROOT
 
-from dingtalk_fc.fc3 import serve
-from dingtalk_fc_dev.testkit import FakeFcContext
-
 FC3_SCHEMA = os.path.join(ROOT, "tests", "data", "fc3-props.schema.json")  # devsapp/fc3 props schema
 S = os.path.join(ROOT, "node_modules", ".bin", "s")
-
-
-def fc3_event(delivery=None, method="POST", base64_body=False, body=None, query=None):
-    """The event FC 3.0 hands a built-in runtime for an HTTP trigger (reference section 2)."""
-    raw = delivery.body if delivery is not None else (body or b"")
-    return json.dumps(
-        {
-            "version": "v1",
-            "rawPath": "/dingtalk",
-            "body": base64.b64encode(raw).decode() if base64_body else raw.decode("utf-8", "replace"),
-            "isBase64Encoded": base64_body,
-            "headers": {"Content-Type": "application/json", "User-Agent": "DingTalk"},
-            "queryParameters": query if query is not None else (delivery.params if delivery is not None else {}),
-            "requestContext": {
-                "accountId": "1234567890",
-                "domainName": "callback.example.com",
-                "domainPrefix": "callback",
-                "http": {
-                    "method": method,
-                    "path": "/dingtalk",
-                    "protocol": "HTTP/1.1",
-                    "sourceIp": "203.119.1.1",
-                    "userAgent": "DingTalk",
-                },
-                "requestId": "1-64f6cd87-1234",
-                "time": "2023-09-05T06:41:11Z",
-                "timeEpoch": "1693896071895",
-            },
-        }
-    ).encode()
-
-
-@pytest.fixture
-def harness(make_harness):
-    return make_harness()
-
-
-def call(harness, event):
-    return serve(harness.runtime, event, FakeFcContext(request_id="1-64f6cd87-1234"))
-
-
-@pytest.mark.parametrize("base64_body", [False, True], ids=["text body", "base64 body"])
-def test_check_url_and_event_through_fc3(harness, base64_body):
-    for plaintext in ({"EventType": "check_url"}, {"EventType": "user_add_org", "eventId": "fc3-1", "userId": ["a"]}):
-        response = call(harness, fc3_event(harness.sender.build(plaintext), base64_body=base64_body))
-        assert response["statusCode"] == 200
-        assert response["headers"] == {"Content-Type": "application/json"}
-        assert response["isBase64Encoded"] is False
-        assert harness.sender.check_reply(200, response["body"].encode()) == "success"
-    assert harness.last_record["request_id"] == "1-64f6cd87-1234"
-    assert harness.last_record["user_ids"] == ["a"]
-
-
-def test_get_is_the_health_check(harness):
-    response = call(harness, fc3_event(method="GET"))
-    assert response["statusCode"] == 200
-    assert json.loads(response["body"])["status"] == "ok"
-
-
-@pytest.mark.parametrize(
-    ("make_event", "status", "errcode"),
-    [
-        (lambda h: fc3_event(method="PUT"), 405, 900100),
-        (lambda h: fc3_event(body=b'{"encrypt": "x"}', query={}), 400, 900101),
-        (
-            lambda h: fc3_event(
-                h.sender.build({"EventType": "check_url"}),
-                query={"msg_signature": "0" * 40, "timestamp": "1", "nonce": "n"},
-            ),
-            403,
-            900005,
-        ),
-        (lambda h: fc3_event(body=b"x" * 70000, query={}), 413, 900107),
-        (lambda h: fc3_event(body=b"y" * 70000, base64_body=True, query={}), 413, 900107),
-        (lambda h: b"not json", 400, 900108),
-        (lambda h: b"[1, 2]", 400, 900108),
-        (
-            lambda h: json.dumps({**json.loads(fc3_event()), "body": "e30=\n!", "isBase64Encoded": True}).encode(),
-            400,
-            900108,
-        ),
-    ],
-    ids=[
-        "PUT",
-        "no signature",
-        "bad signature",
-        "body too large",
-        "base64 body too large",
-        "event not JSON",
-        "event not an object",
-        "body not valid base64",
-    ],
-)
-def test_same_error_table_as_fc2(harness, make_event, status, errcode):
-    response = call(harness, make_event(harness))
-    assert response["statusCode"] == status
-    assert json.loads(response["body"])["errcode"] == errcode
-    assert harness.last_record["errcode"] == errcode
-
-
-def test_index_fc3_handler_is_wired(harness, monkeypatch):
-    import index
-
-    monkeypatch.setattr(index, "runtime", harness.runtime)
-    response = index.fc3_handler(fc3_event(harness.sender.build({"EventType": "check_url"})), FakeFcContext())
-    assert harness.sender.check_reply(response["statusCode"], response["body"].encode()) == "success"
-
 
 # Dummy values: `s` writes the rendered file, secrets included, into $HOME/.s/logs.
 DEPLOY_ENV = {
@@ -234,3 +123,26 @@ def test_fc3_schema_would_catch_a_wrong_runtime():
             },
             schema,
         )
+
+
+def test_s_yaml_declares_recovery_and_dead_letter_for_fc3(tmp_path, s_home):
+    resources = render_s_yaml(tmp_path, s_home)["resources"]
+    recover, dead_letter = resources["recover"]["props"], resources["dead-letter"]["props"]
+    assert recover["handler"] == "index.recover"
+    assert recover["environmentVariables"]["DINGTALK_APP_SECRET"] == DEPLOY_ENV["DINGTALK_APP_SECRET"]
+    assert recover["role"] == resources["callback"]["props"]["role"]  # deferred events hand off from it
+    assert resources["worker"]["props"]["asyncInvokeConfig"]["destinationConfig"]["onFailure"]["destination"].endswith(
+        "functions/" + dead_letter["functionName"]
+    )
+    assert recover["triggers"] == [
+        {
+            "triggerName": "every5minutes",
+            "triggerType": "timer",
+            "triggerConfig": {"cronExpression": "@every 5m", "enable": True, "payload": "recover"},
+        }
+    ]
+    assert dead_letter["handler"] == "index.dead_letter"
+    with open(FC3_SCHEMA, encoding="utf-8") as source:
+        schema = json.load(source)
+    for props in (recover, dead_letter):
+        jsonschema.validate(props, schema)

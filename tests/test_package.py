@@ -1,5 +1,5 @@
-"""What gets deployed: template.yml under the real `fun validate`, the Python 3.6 floor, and
-the code package built without Docker, imported by real 3.6 and 3.10 interpreters."""
+"""What gets deployed: the code package built without Docker, the Python 3.6 floor, and the
+package imported and run by real 3.6, 3.10 and 3.12 interpreters."""
 
 import glob
 import json
@@ -10,141 +10,14 @@ import sys
 import zipfile
 
 import pytest
-import yaml
 from conftest import ROOT, scan_for_leaks
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 from package import LOCK_FILE, RUNTIMES, check_lock, find_interpreter, own_modules, pins, requirement_lines
 
-FUN = os.path.join(ROOT, "node_modules", ".bin", "fun")
 DEPLOYED = own_modules(ROOT)
 PACKAGE_TOOL = os.path.join(ROOT, "tools", "package.py")
-
-
-TEMPLATE = os.path.join(ROOT, "template.yml")
 VERMIN = os.path.join(os.path.dirname(sys.executable), "vermin")
-
-
-def load_template(path=TEMPLATE):
-    with open(path, encoding="utf-8") as source:
-        return yaml.safe_load(source)
-
-
-def fun_validate(path):
-    return subprocess.run([FUN, "validate", "-t", path], capture_output=True, text=True, timeout=120)
-
-
-def without_vpc(template):
-    """The variant without Redis: the in-memory store, no VPC."""
-    service = template["Resources"]["dingtalk-callback"]
-    del service["Properties"]["VpcConfig"]
-    del service["callback"]["Properties"]["EnvironmentVariables"]["DINGTALK_DEDUP_REDIS_URL"]
-    del template["Parameters"]["DedupRedisUrl"]
-
-
-@pytest.mark.parametrize("mutate", [None, without_vpc], ids=["as shipped: HTTPS, Redis in a VPC", "no VPC"])
-def test_template_passes_fun_validate(tmp_path, mutate):
-    path = TEMPLATE
-    if mutate:
-        template = load_template()
-        mutate(template)
-        path = tmp_path / "template.yml"
-        path.write_text(yaml.safe_dump(template))
-    result = fun_validate(str(path))
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.mark.parametrize(
-    ("mutate", "complaint"),
-    [
-        (
-            lambda t: t["Resources"]["dingtalk-callback"]["callback"]["Properties"].update(Runtime="python3.10"),
-            "Runtime",
-        ),
-        (lambda t: t["Resources"]["dingtalk-callback"]["callback"]["Properties"].pop("Handler"), "Handler"),
-        (lambda t: t["Resources"]["dingtalk-callback"]["Properties"]["LogConfig"].update(LogStore="x"), "LogStore"),
-    ],
-    ids=["python3.10 runtime", "no handler", "LogStore spelling"],
-)
-def test_fun_validate_catches_a_broken_template(tmp_path, mutate, complaint):
-    template = load_template()
-    mutate(template)
-    broken = tmp_path / "template.yml"
-    broken.write_text(yaml.safe_dump(template))
-    result = fun_validate(str(broken))
-    assert result.returncode != 0
-    assert complaint in result.stdout + result.stderr
-
-
-def test_template_declares_the_function_the_product_needs():
-    resources = load_template()["Resources"]
-    service = resources["dingtalk-callback"]
-    assert set(service["Properties"]["LogConfig"]) == {"Project", "Logstore"}
-    callback = service["callback"]["Properties"]
-    assert callback["Handler"] == "index.handler"
-    assert callback["Initializer"] == "index.initializer"
-    assert callback["Runtime"] == "python3"
-    environment = callback["EnvironmentVariables"]
-    parameters = load_template()["Parameters"]
-    for variable, parameter in [
-        ("DINGTALK_TOKEN", "DingTalkToken"),
-        ("DINGTALK_AES_KEY", "DingTalkAesKey"),
-        ("DINGTALK_APP_KEY", "DingTalkAppKey"),
-        ("DINGTALK_DEDUP_REDIS_URL", "DedupRedisUrl"),
-    ]:
-        assert environment[variable] == {"Ref": parameter}  # a value never sits in the file
-    secrets = ("DingTalkToken", "DingTalkAesKey", "DingTalkAppSecret", "DedupRedisUrl")
-    assert all(parameters[name]["NoEcho"] for name in secrets)
-    assert environment["DINGTALK_WORKER_FUNCTION"] == "worker"
-    assert set(service["Properties"]["VpcConfig"]) == {"VpcId", "VSwitchIds", "SecurityGroupId"}
-    trigger = service["callback"]["Events"]["http-trigger"]
-    assert trigger["Type"] == "HTTP"
-    assert trigger["Properties"] == {"AuthType": "ANONYMOUS", "Methods": ["GET", "HEAD", "POST"]}  # HEAD: monitors
-    worker = service["worker"]["Properties"]
-    assert worker["Handler"] == "index.worker"
-    assert worker["AsyncConfiguration"]["StatefulInvocation"] is True
-    assert worker["AsyncConfiguration"]["MaxAsyncRetryAttempts"] >= 1
-    assert "OnFailure" in worker["AsyncConfiguration"]["Destination"]
-    domains = [r for r in resources.values() if r["Type"] == "Aliyun::Serverless::CustomDomain"]
-    routes = domains[0]["Properties"]["RouteConfig"]["Routes"]
-    assert list(routes.values()) == [{"ServiceName": "dingtalk-callback", "FunctionName": "callback"}]
-    assert domains[0]["Properties"]["Protocol"] == "HTTP,HTTPS"
-    certificate = domains[0]["Properties"]["CertConfig"]
-    assert certificate["Certificate"].endswith(".pem")  # Funcraft reads .pem paths: no key in the file
-    assert certificate["PrivateKey"].endswith(".pem")
-    assert callback["CodeUri"] == worker["CodeUri"] == "./build/run-make-package/python3.zip"
-
-
-def fun_build(folder):
-    """The real `fun build` (without Docker: there is none here) in ``folder``, HOME of its own."""
-    home = folder / "home"
-    home.mkdir(exist_ok=True)
-    env = {**os.environ, "HOME": str(home)}
-    return subprocess.run([FUN, "build"], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
-
-
-def test_fun_build_on_a_clean_clone_points_at_make_package(tmp_path):
-    shutil.copy2(TEMPLATE, tmp_path / "template.yml")
-    result = fun_build(tmp_path)
-    assert result.returncode != 0
-    errors = [line for line in result.stdout.splitlines() + result.stderr.splitlines() if "not exist" in line]
-    assert len(errors) == 1
-    assert f"CodeUri {tmp_path}/build/run-make-package/python3.zip is not exist" in errors[0]
-
-
-def test_fun_build_after_make_package_keeps_the_package(tmp_path):
-    shutil.copy2(TEMPLATE, tmp_path / "template.yml")
-    (tmp_path / "build" / "run-make-package").mkdir(parents=True)
-    package_zip = tmp_path / "build" / "run-make-package" / "python3.zip"
-    with zipfile.ZipFile(package_zip, "w") as bundle:
-        bundle.writestr("index.py", "")
-    result = fun_build(tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    built = load_template(tmp_path / ".fun" / "build" / "artifacts" / "template.yml")
-    service = built["Resources"]["dingtalk-callback"]
-    for function in ("callback", "worker"):
-        code_uri = service[function]["Properties"]["CodeUri"]
-        assert (tmp_path / ".fun" / "build" / "artifacts" / code_uri).resolve() == package_zip
 
 
 def vermin(*paths):
@@ -226,8 +99,8 @@ def test_package_holds_the_function_and_nothing_else(package):
 
 
 def run_smoke(python, package, script, *args):
-    """``tests/<script>`` under ``python`` with only the package (and the standard library) importable."""
-    smoke = os.path.join(ROOT, "tests", script)
+    """``tests/support/<script>`` under ``python`` with only the package (and the standard library) importable."""
+    smoke = os.path.join(ROOT, "tests", "support", script)
     code = (
         f"import sys; sys.path[:0] = [{package!r}]; sys.argv = ['smoke'] + sys.argv[1:]; exec(open({smoke!r}).read())"
     )
@@ -257,7 +130,7 @@ def test_package_answers_under_its_runtime_python(package, redis_url, with_redis
 def test_python310_package_hands_off_through_fc3(tmp_path):
     """The python3.10 package under real Python 3.10: fc3_handler answers, and its deferred event
     reaches the local FC 3.0 invoke API signed with the package's own client."""
-    from fc3_api_stub import Fc3ApiStub
+    from stubs.fc3_api import Fc3ApiStub
 
     from dingtalk_fc.pipeline import task_id_for
 
@@ -348,7 +221,7 @@ def test_team_modules_and_requirements_are_packaged(team_project, tmp_path, runt
     python = find_interpreter(RUNTIMES[runtime])
     if python is None:
         pytest.skip(f"no Python {RUNTIMES[runtime]} interpreter on this machine")
-    smoke = os.path.join(ROOT, "tests", "team_smoke.py")
+    smoke = os.path.join(ROOT, "tests", "support", "team_smoke.py")
     result = subprocess.run([python, "-S", smoke, path], capture_output=True, text=True, timeout=120, cwd="/")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1]) == {"team": "people-ops", "six": True, "record": 1}
