@@ -9,6 +9,7 @@
 """
 
 from dingtalk_fc import wsgi
+from dingtalk_fc.context import request_id_of
 from dingtalk_fc.runtime import Runtime
 from handlers import router
 
@@ -28,7 +29,7 @@ def handler(environ: "Dict[str, Any]", start_response: "wsgi.StartResponse") -> 
 
 
 def worker(event: bytes, context: "Any") -> str:
-    return runtime.run_worker(event, wsgi.request_id_of(context), context)
+    return runtime.run_worker(event, request_id_of(context), context)
 
 
 def fc3_handler(event: bytes, context: "Any") -> "Dict[str, Any]":
@@ -40,11 +41,10 @@ def fc3_handler(event: bytes, context: "Any") -> "Dict[str, Any]":
 def recover(event: "Any", context: "Any") -> "Dict[str, Any]":
     from dingtalk_fc import recovery  # recovery only: not imported by the callback's cold start
 
-    return recovery.recover(runtime, wsgi.request_id_of(context), context)
+    return recovery.recover(runtime, request_id_of(context), context)
 
 
 def dead_letter(event: "Any", context: "Any", records: "Any" = None) -> "Dict[str, Any]":
     from dingtalk_fc.dead_letter import record_dead_letter
-    from dingtalk_fc.records import RecordWriter
 
-    return record_dead_letter(event, wsgi.request_id_of(context), records or RecordWriter())
+    return record_dead_letter(event, request_id_of(context), records or runtime.records)

@@ -24,13 +24,12 @@ class ConfigError(Exception):
 SETTINGS_FIELDS = (
     "token",
     "aes_key",
-    "owner_key",
+    "app_key",
     "previous_keys",
     "timestamp_tolerance_s",
     "max_body_bytes",
-    "max_query_bytes",
     "dedup_redis_url",
-    "dedup_retention_s",
+    "dedup_ttl_s",
     "dedup_in_flight_s",
     "dedup_memory_entries",
     "dedup_fail_closed",
@@ -45,10 +44,12 @@ SETTINGS_FIELDS = (
 
 
 class Settings(namedtuple("Settings", SETTINGS_FIELDS)):
-    """Everything the pipeline needs, validated; built by :func:`load_settings`.
+    """Everything the function needs, validated; built by :func:`load_settings`.
 
+    Each field is named after its variable (``DINGTALK_DEDUP_TTL_SECONDS`` is ``dedup_ttl_s``).
     Durations are whole seconds (``*_s``) or milliseconds (``*_ms``); ``previous_keys`` is a list
-    of ``(token, aes_key)`` pairs still accepted during a key rotation.
+    of ``(token, aes_key)`` pairs still accepted during a key rotation; ``fc_version`` is None
+    unless set (the entry point then tells: see :mod:`dingtalk_fc.runtime`).
     """
 
     __slots__ = ()
@@ -155,13 +156,25 @@ def _redis_url(environ: "Mapping[str, str]") -> "Optional[str]":
     return url
 
 
-def _fc_version(environ: "Mapping[str, str]") -> str:
-    """Which FC API hands deferred events off: set by the template (s.yaml says 3.0), because an
-    FC 3.0 python3.9/3.10 context cannot be told from FC 2.0's, and event functions have no adapter."""
-    value = environ.get("DINGTALK_FC_VERSION", "").strip() or "2.0"
-    if value not in ("2.0", "3.0"):
+def _fc_version(environ: "Mapping[str, str]") -> "Optional[str]":
+    """Which FC API hands deferred events off, where the entry point cannot tell: an HTTP request
+    says it (WSGI is FC 2.0, ``index.fc3_handler`` FC 3.0), and so does a Python 3.12 context,
+    but an FC 3.0 event function on python3.9/3.10 (the recovery timer) looks like FC 2.0's."""
+    value = environ.get("DINGTALK_FC_VERSION", "").strip()
+    if value and value not in ("2.0", "3.0"):
         raise ConfigError("DINGTALK_FC_VERSION", "must be 2.0 or 3.0")
-    return value
+    return value or None
+
+
+# Variables an earlier version read, and why they are gone: set, they are warned about at start.
+RETIRED = {
+    "DINGTALK_MAX_QUERY_BYTES": "is no longer read: DingTalk's query is about 150 bytes, and 4096 is fixed",
+}
+
+
+def retired_variables(environ: "Mapping[str, str]") -> "List[str]":
+    """A warning for each retired variable ``environ`` still sets."""
+    return [f"{name} {why}" for name, why in sorted(RETIRED.items()) if environ.get(name, "").strip()]
 
 
 # DingTalk waits 1500 ms for the reply: the calls that leave the process get at most this, the
@@ -177,13 +190,12 @@ def load_settings(environ: "Mapping[str, str]") -> Settings:
     settings = Settings(
         token=_token(environ, "DINGTALK_TOKEN"),
         aes_key=_aes_key(environ, "DINGTALK_AES_KEY"),
-        owner_key=_required(environ, "DINGTALK_APP_KEY"),
+        app_key=_required(environ, "DINGTALK_APP_KEY"),
         previous_keys=_previous_keys(environ),
         timestamp_tolerance_s=_integer(environ, "DINGTALK_TIMESTAMP_TOLERANCE_SECONDS", 300),
         max_body_bytes=_integer(environ, "DINGTALK_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
-        max_query_bytes=_integer(environ, "DINGTALK_MAX_QUERY_BYTES", 4096, minimum=256),
         dedup_redis_url=_redis_url(environ),
-        dedup_retention_s=_integer(environ, "DINGTALK_DEDUP_TTL_SECONDS", 24 * 3600, minimum=1),
+        dedup_ttl_s=_integer(environ, "DINGTALK_DEDUP_TTL_SECONDS", 24 * 3600, minimum=1),
         dedup_in_flight_s=_integer(environ, "DINGTALK_DEDUP_IN_FLIGHT_SECONDS", 900, minimum=1),
         dedup_memory_entries=_integer(environ, "DINGTALK_DEDUP_MEMORY_ENTRIES", 100000, minimum=1),
         dedup_fail_closed=_flag(environ, "DINGTALK_DEDUP_FAIL_CLOSED"),
@@ -208,7 +220,7 @@ def _check_relations(settings: Settings) -> None:
             "DINGTALK_REQUEST_BUDGET_MS",
             f"plus DINGTALK_DEDUP_TIMEOUT_MS must be at most {MAX_REQUEST_BUDGET_MS}: DingTalk waits 1500",
         )
-    if settings.dedup_retention_s < tolerance:
+    if settings.dedup_ttl_s < tolerance:
         # a done event forgotten while its request is still fresh could be replayed and run again
         raise ConfigError("DINGTALK_DEDUP_TTL_SECONDS", "must be at least DINGTALK_TIMESTAMP_TOLERANCE_SECONDS")
     if tolerance and settings.dedup_in_flight_s <= tolerance:

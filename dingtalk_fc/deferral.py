@@ -9,7 +9,7 @@ worker costs nothing to cold starts that defer nothing.
 import threading
 
 from .deadline import BudgetSpent, Deadline
-from .pipeline import Deferrer, HandOffError
+from .defer import Deferrer, HandOffError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start

@@ -15,7 +15,7 @@ import os
 import time
 
 from .deadline import BudgetSpent, Deadline
-from .pipeline import Deferrer, HandOffError
+from .defer import Deferrer, HandOffError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start

@@ -59,7 +59,7 @@ PROBLEMS = [value for value in list(globals().values()) if isinstance(value, Pro
 
 
 class RequestRejected(Exception):
-    """Raised inside the pipeline to refuse a request; ``detail`` goes to the log only."""
+    """Raised by any stage to refuse a request or an event; ``detail`` goes to the log only."""
 
     def __init__(self, problem: Problem, detail: str = "", outcome: str = "rejected") -> None:
         super().__init__(problem.errmsg)

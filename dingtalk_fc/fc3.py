@@ -6,10 +6,11 @@ from urllib.parse import urlencode
 from dingtalk_crypto import InvalidBase64Error, decode_base64_strictly
 
 from . import errors
+from .callback import ALLOWED_METHODS, CallbackRequest, misconfigured, refusal
+from .config import ConfigError
+from .context import FC3, request_id_of
 from .errors import RequestRejected
-from .pipeline import CallbackRequest
 from .runtime import Runtime
-from .wsgi import ALLOW_HEADER, request_id_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
@@ -46,24 +47,28 @@ def _query(event: "Dict[str, Any]") -> str:
 
 
 def serve(runtime: Runtime, event: "Any", context: "Any") -> "Dict[str, Any]":
-    """Answer one FC 3.0 HTTP-trigger event through ``runtime``'s pipeline."""
+    """Answer one FC 3.0 HTTP-trigger event through ``runtime``'s callback."""
     request_id = request_id_of(context)
     method = ""
     try:
+        app = runtime.load(FC3)
         parsed = json.loads(event)
         if not isinstance(parsed, dict):
             raise ValueError("event is not an object")
         method = str(((parsed.get("requestContext") or {}).get("http") or {}).get("method", "GET")).upper()
-        body = _body(parsed, runtime.max_body_bytes) if method == "POST" else b""
+        body = _body(parsed, app.settings.max_body_bytes) if method == "POST" else b""
+    except ConfigError as error:
+        response = misconfigured(runtime.records, error, request_id)
     except RequestRejected as rejection:
-        response = runtime.refuse(rejection, request_id)
+        response = refusal(runtime.records, rejection, request_id)
     except (ValueError, TypeError, AttributeError):
-        response = runtime.refuse(RequestRejected(errors.BODY_NOT_JSON, detail="malformed FC event"), request_id)
+        malformed = RequestRejected(errors.BODY_NOT_JSON, detail="malformed FC event")
+        response = refusal(runtime.records, malformed, request_id)
     else:
-        response = runtime.handle(CallbackRequest(method, _query(parsed), body, request_id, context))
+        response = app.callback.handle(CallbackRequest(method, _query(parsed), body, request_id, context))
     headers = dict(JSON_HEADERS)
     if response.status == 405:
-        headers["Allow"] = ALLOW_HEADER[1]
+        headers["Allow"] = ALLOWED_METHODS
     return {
         "statusCode": response.status,
         "headers": headers,

@@ -12,11 +12,14 @@ import logging
 import sys
 from collections.abc import Mapping
 
-from .events import IDENTIFIER_FIELDS
+from .events import IDENTIFIER_FIELDS, bounded_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
-    from typing import IO, Any, Dict, Optional
+    from typing import IO, Any, Dict, List, Optional
+
+    from .events import Event
+    from .outcome import Outcome
 
 logger = logging.getLogger("dingtalk_fc")
 
@@ -43,6 +46,7 @@ RESERVED_FIELDS = frozenset(
         "store_warning",
         "handler_warning",
         "truncated",
+        "error_type",
         *(field for field, _spellings in IDENTIFIER_FIELDS),
     )
 )
@@ -57,22 +61,50 @@ ESSENTIAL_FIELDS = (
 _ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str)
 
 
-def merge_returned(record: "Dict[str, Any]", returned: "Any", event_type: str) -> None:
-    """Add a handler's returned fields to its record: a mapping's non-reserved keys, anything
-    else ignored with a warning (the handler has run: this never fails the delivery)."""
+def returned_fields(returned: "Any", event_type: str) -> "Dict[str, Any]":
+    """A handler's returned fields as its record keeps them: a mapping's non-reserved keys,
+    anything else ignored with a ``handler_warning`` (the handler has run: this never fails the
+    delivery)."""
     if returned is None:
-        return
+        return {}
     if not isinstance(returned, Mapping):
-        _warn(record, f"returned {type(returned).__name__}, not a mapping: ignored", event_type)
-        return
-    ignored = []  # type: List[str]
+        return _warned({}, f"returned {type(returned).__name__}, not a mapping: ignored", event_type)
+    fields: Dict[str, Any] = {}
+    ignored: List[str] = []
     for key, value in returned.items():
         if not isinstance(key, str) or key in RESERVED_FIELDS:
             ignored.append(str(key)[:40])
             continue
-        record[key[:64]] = _bounded_value(value)
+        fields[key[:64]] = _bounded_value(value)
     if ignored:
-        _warn(record, "reserved fields ignored: " + ", ".join(sorted(ignored)[:10]), event_type)
+        _warned(fields, "reserved fields ignored: " + ", ".join(sorted(ignored)[:10]), event_type)
+    return fields
+
+
+def describe(event: "Event", record: "Dict[str, Any]") -> None:
+    """What a record says of its event: type, corp, idempotency key and identifiers (never free
+    text such as titles, never the plaintext)."""
+    record["event_type"] = bounded_text(event.type)
+    record["corp_id"] = bounded_text(event.corp_id)
+    record["event_id"] = bounded_text(event.key)
+    record.update(event.identifiers)
+
+
+def record_of(outcome: "Outcome", base: "Dict[str, Any]") -> "Dict[str, Any]":
+    """The one log record of an event or a request: ``base`` (who and what: request id, source,
+    the event's identifiers) completed from its ``outcome``. ``base`` is the record: it is
+    filled in, not copied (records are built once per delivery, on the hot path)."""
+    base["outcome"] = outcome.name
+    problem = outcome.problem
+    if problem is not None:
+        base["errcode"] = problem.errcode
+        base["errmsg"] = problem.errmsg
+    if outcome.detail:
+        base["detail"] = outcome.detail
+    base["level"] = outcome.level
+    if outcome.fields:
+        base.update(outcome.fields)
+    return base
 
 
 def _bounded_value(value: "Any") -> "Any":
@@ -87,10 +119,10 @@ def _bounded_value(value: "Any") -> "Any":
     return value if len(text) <= MAX_RETURNED_CHARS else text[:MAX_RETURNED_CHARS]
 
 
-def _warn(record: "Dict[str, Any]", warning: str, event_type: str) -> None:
-    record["handler_warning"] = warning
-    record["level"] = "warning"
+def _warned(fields: "Dict[str, Any]", warning: str, event_type: str) -> "Dict[str, Any]":
+    fields["handler_warning"] = warning
     logger.warning("handler for %s %s", str(event_type)[:64], warning)
+    return fields
 
 
 class RecordWriter:

@@ -1,37 +1,41 @@
-"""One recovery run: pull DingTalk's failed-push list and run each event through the pipeline.
+"""One recovery run: pull DingTalk's failed-push list and run each event through the dispatcher.
 
 The list may be cleared as it is read, so a pulled page is made durable before anything runs:
 each event is sealed (encrypted, as a worker job) into a ``"stage": "pulled"`` journal line on
 stdout, which FC ships to the Logstore, and ``python -m dingtalk_fc_dev redrive`` can run it
 again from an export of those lines. Then every event goes through
-:meth:`CallbackPipeline.process_event` (de-duplication, the handler or the hand-off to the
-worker) and gets its own record; one summary record closes the run.
+:func:`process` (the dispatcher: de-duplication, the handler or the hand-off to the worker) and
+gets its own record; one summary record closes the run.
 
 A page is pulled only while the time budget leaves room to run it, so a run that stops for
 time stops between pages, and the next run continues from DingTalk's list.
 """
 
+import functools
 import json
 import logging
 import time
 import weakref
 from collections import namedtuple
 
-from . import dingtalk_api, errors
+from . import dingtalk_api, errors, outcome
 from .config import ConfigError, _integer, _optional, _required
+from .context import function_timeout_of, platform_of
 from .deadline import Deadline
+from .dispatch import elapsed_ms, recorded
 from .errors import RequestRejected
 from .failed_items import event_from_item
 from .jobs import MAX_SEALED_TEXT_BYTES
-from .pipeline import elapsed_ms
+from .once import Arrival
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
     from typing import Any, Callable, Dict, List, Mapping, Optional
 
-    from .pipeline import CallbackPipeline
+    from .events import Event
+    from .outcome import Outcome
     from .records import RecordWriter
-    from .runtime import Runtime
+    from .runtime import App, Runtime
 
 logger = logging.getLogger("dingtalk_fc")
 
@@ -105,10 +109,33 @@ def api_for(settings: RecoverySettings) -> dingtalk_api.DingTalkApi:
 
 def budget_for(settings: RecoverySettings, context: "Any") -> float:
     """The configured budget, cut to leave ``TIMEOUT_MARGIN_S`` of the function's timeout."""
-    timeout = getattr(getattr(context, "function", None), "timeout", None)
-    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+    timeout = function_timeout_of(context)
+    if timeout:
         return max(1.0, min(settings.budget_s, timeout - TIMEOUT_MARGIN_S))
     return float(settings.budget_s)
+
+
+def process(app: "App", event: "Event", arrival: Arrival, in_flight_s: float) -> "Outcome":
+    """Run or defer one recovered (or re-driven) event through the dispatcher, with its record.
+
+    Without a worker nobody will offer the event again, so one in flight elsewhere is an error to
+    re-drive, not a warning: the holder may be dead.
+    """
+    retried = app.dispatcher.deferral.has_worker
+
+    def step() -> "Outcome":
+        try:
+            return app.dispatcher.dispatch(event, arrival)
+        except RequestRejected as rejection:
+            if retried or rejection.outcome != outcome.IN_FLIGHT:
+                raise
+            detail = (
+                f"in flight elsewhere and not retried: redrive it from the journal once the in-flight "
+                f"lease ({int(in_flight_s)} s) has passed, if it did not complete"
+            )
+            return outcome.refused(rejection)._replace(level="error", detail=detail)
+
+    return recorded(app.records, event, arrival, step)
 
 
 class Recovery:
@@ -116,14 +143,14 @@ class Recovery:
 
     def __init__(
         self,
-        pipeline: "CallbackPipeline",
+        app: "App",
         api: dingtalk_api.DingTalkApi,
         settings: RecoverySettings,
         records: "RecordWriter",
         max_item_bytes: int,
         clock: "Callable[[], float]" = time.monotonic,
     ) -> None:
-        self._pipeline = pipeline
+        self._app = app
         self._api = api
         self._settings = settings
         self._records = records
@@ -192,7 +219,7 @@ class Recovery:
         for item in items:  # every event journaled before the first one runs
             try:
                 event = event_from_item(item, self._max_item_bytes)
-                job = self._pipeline.seal_job(event, SOURCE, request_id)
+                job = self._app.jobs.seal(event.plaintext, SOURCE, request_id)
             except Exception as error:  # one item must never cost the rest of the page
                 rejection = error if isinstance(error, RequestRejected) else None
                 self._rejected(
@@ -211,17 +238,20 @@ class Recovery:
                 }
             )
             events.append(event)
+        arrival = Arrival(SOURCE, request_id, "", context, deadline)
+        deferral = self._app.dispatcher.deferral
         for position, event in enumerate(events):
             if deadline.remaining() <= 0:
                 self._not_run(events[position:], request_id, summary)
                 return
-            has_worker = self._pipeline.has_worker
-            record = self._pipeline.process_event(event, request_id, context, SOURCE, deadline, retried=has_worker)
-            counter = OUTCOME_COUNTERS.get(record.get("outcome"), "failed")
+            has_worker = deferral.has_worker
+            result = process(self._app, event, arrival, self._app.settings.dedup_in_flight_s)
+            counter = OUTCOME_COUNTERS.get(result.name, "failed")
             if counter in ("failed", "in_flight") and has_worker:
                 # the worker's queue holds it, retries it and dead-letters it: nothing to re-drive by hand
-                retry = self._pipeline.retry_on_worker(event, request_id, context, SOURCE, deadline)
-                counter = "retried_on_worker" if retry.get("outcome") == "deferred" else counter
+                requeue = functools.partial(deferral.requeue, event, arrival)
+                retry = recorded(self._app.records, event, arrival, requeue, stage="retry")
+                counter = "retried_on_worker" if retry.name == outcome.DEFERRED else counter
             elif counter == "in_flight":  # nobody will run it: the journal line is all there is
                 counter = "failed"
             summary[counter] += 1
@@ -240,7 +270,7 @@ class Recovery:
         tag = item.get("callBackTag", item.get("call_back_tag")) if isinstance(item, dict) else None
         if isinstance(tag, str):
             record["event_type"] = tag[:64]
-        record.update(kept_item(self._pipeline, item, request_id))
+        record.update(kept_item(self._app, item, request_id))
         self._records.write(record)
 
     def _not_run(self, events: "List[Any]", request_id: str, summary: "Dict[str, Any]") -> None:
@@ -260,11 +290,11 @@ class Recovery:
         summary["not_run"] += len(events)
 
 
-def kept_item(pipeline: "CallbackPipeline", item: "Any", request_id: str) -> "Dict[str, Any]":
+def kept_item(app: "App", item: "Any", request_id: str) -> "Dict[str, Any]":
     """A rejected item, sealed (encrypted and authenticated) for its record: DingTalk deleted it,
     and ``redrive`` parses it again once the limit or the parser is fixed. Never raises."""
     try:
-        sealed = pipeline.seal_text(json.dumps(item, ensure_ascii=True), SOURCE, request_id)
+        sealed = app.jobs.seal(json.dumps(item, ensure_ascii=True), SOURCE, request_id)
     except Exception as error:  # a record without the item beats no record
         return {"item_not_kept": type(error).__name__}
     if len(sealed) > MAX_SEALED_TEXT_BYTES:
@@ -281,17 +311,17 @@ _instances = weakref.WeakKeyDictionary()  # type: weakref.WeakKeyDictionary
 
 
 def recover(runtime: "Runtime", request_id: str, context: "Any") -> "Dict[str, Any]":
-    """``index.recover``: one run with this instance's pipeline; the API client (and its token)
+    """``index.recover``: one run with this instance's function; the API client (and its token)
     is kept for the instance's next runs. A configuration error is one error record naming the
     variable, and no exception: FC would retry a failed timer invocation on top of the next."""
     recovery = _instances.get(runtime)
     if recovery is None:
         try:
-            pipeline = runtime.pipeline
+            app = runtime.load(platform_of(context))
             settings = load_recovery_settings(runtime.environ)
         except ConfigError as error:
             return _summary_error(runtime, request_id, "misconfigured", errors.MISCONFIGURED, str(error))
-        recovery = Recovery(pipeline, api_for(settings), settings, runtime.records, pipeline.max_body_bytes)
+        recovery = Recovery(app, api_for(settings), settings, runtime.records, app.settings.max_body_bytes)
         _instances[runtime] = recovery
     try:
         return recovery.run(request_id, context)

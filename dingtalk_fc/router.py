@@ -37,9 +37,9 @@ class Router:
         """
         if not event_types:
             raise ValueError("name at least one EventType")
-        answered_by_pipeline = set(URL_CHECKS) & set(event_types)
-        if answered_by_pipeline:
-            raise ValueError(", ".join(sorted(answered_by_pipeline)) + ": answered by the pipeline itself")
+        answered_built_in = set(URL_CHECKS) & set(event_types)
+        if answered_built_in:
+            raise ValueError(", ".join(sorted(answered_built_in)) + ": answered by the function itself")
 
         def register(handler: "Handler") -> "Handler":
             for event_type in event_types:

@@ -1,133 +1,187 @@
-"""One per process: the pipeline built once from the environment, shared by every adapter."""
+"""One per process: the function's parts, built once from the environment and shared by every
+adapter and entry point.
+
+A misconfigured function answers every request with 500 and a log line naming the variable,
+rather than failing its initializer, which FC would retry on every invocation. Building is an
+explicit call (:meth:`Runtime.load`): no getter builds anything behind its caller's back.
+"""
 
 import logging
 import os
 import threading
 import time
+from collections import namedtuple
 
-from . import errors
-from .config import ConfigError, Settings, load_settings
+import dingtalk_crypto
+
+from .callback import Callback
+from .config import ConfigError, Settings, load_settings, retired_variables
+from .context import FC2, FC3, platform_of
 from .dedup import MemoryStore, RedisStore
-from .errors import RequestRejected
-from .pipeline import CallbackPipeline, CallbackRequest, CallbackResponse, Deferrer, refuse
+from .defer import Deferral
+from .dispatch import Dispatcher
+from .jobs import JobSealer
+from .once import Once
 from .records import RecordWriter
-from .router import Router
+from .wire import Wire
+from .worker import Worker
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
-    from typing import Any, Callable, Mapping, Optional
+    from typing import Any, Callable, Dict, Mapping, Optional
+
+    from .defer import Deferrer
+    from .router import Router
 
 logger = logging.getLogger("dingtalk_fc")
 
-DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+class App(namedtuple("App", "settings platform callback dispatcher worker jobs records")):
+    """The built function for one FC ``platform`` (2.0 or 3.0): the HTTP ``callback``, the
+    ``dispatcher`` every other way in uses (recovery, re-drive), the ``worker``, the ``jobs``
+    sealer (what recovery journals events with) and where ``records`` go."""
+
+    __slots__ = ()
 
 
 class Runtime:
-    """Builds the pipeline on first use (or in FC's initializer) and remembers a config error.
-
-    A misconfigured function answers every request with 500 and a log line naming the
-    variable, rather than failing its initializer, which FC would retry on every invocation.
-    """
+    """Builds the function's parts on first use (or in FC's initializer) and remembers a
+    configuration error. ``clock`` (seconds since the epoch) is injectable for tests."""
 
     def __init__(
         self,
-        router: Router,
+        router: "Router",
         environ: "Optional[Mapping[str, str]]" = None,
         clock: "Callable[[], float]" = time.time,
         records: "Optional[RecordWriter]" = None,
     ) -> None:
-        self._router = router
-        self._given_deferrer = None  # type: Optional[Deferrer]
+        self.router = router
+        self.records = records or RecordWriter()
         self._environ = environ
         self._clock = clock
-        self._records = records or RecordWriter()
-        self._pipeline = None  # type: Optional[CallbackPipeline]
-        self._error = None  # type: Optional[ConfigError]
+        self._deferrer: Optional[Deferrer] = None
+        self._store: Any = None
+        self._settings: Optional[Settings] = None
+        self._shared: Any = None  # (once, jobs, wire), built with the settings
+        self._apps: Dict[str, App] = {}
+        self._error: Optional[ConfigError] = None
         self._lock = threading.Lock()
+
+    @property
+    def environ(self) -> "Mapping[str, str]":
+        """The environment the configuration is read from."""
+        return os.environ if self._environ is None else self._environ
 
     def use_deferrer(self, deferrer: "Deferrer") -> None:
         """Hand deferred events to ``deferrer`` instead of FC's asynchronous invocation: the
         developer kit's local server, test harness and CLI; call it before the first request."""
-        self._given_deferrer = deferrer
+        self._deferrer = deferrer
+
+    def use_store(self, store: "Any") -> None:
+        """De-duplicate in ``store`` instead of the configured one (tests: another instance's
+        memory, a store that fails)."""
+        self._store = store
+        if self._shared is not None:
+            self._shared[0].store = store
 
     def start(self) -> None:
-        """Read and validate the configuration and build the pipeline; safe to call again."""
-        with self._lock:
-            if self._pipeline is not None or self._error is not None:
-                return
-            try:
-                environ = os.environ if self._environ is None else self._environ
-                self._pipeline = self._build(load_settings(environ))
-            except ConfigError as error:
-                self._error = error
-                logger.error("configuration error: %s", error)
+        """FC's initializer: read and validate the configuration once; never raises (a
+        configuration error is logged once, and every request answers it)."""
+        try:
+            self._load_settings()
+        except ConfigError:
+            return  # logged once by _load_settings
 
-    def _build(self, settings: Settings) -> CallbackPipeline:
-        if settings.dedup_redis_url:
+    def load(self, platform: "Optional[str]" = None) -> App:
+        """The function built for ``platform`` (the FC the entry point knows it runs on: None
+        where it cannot tell); raises :class:`ConfigError` naming the variable at fault."""
+        settings = self._load_settings()
+        configured = settings.fc_version
+        if platform and configured and platform != configured:
+            entry = "index.fc3_handler" if platform == FC3 else "the WSGI handler (index.handler)"
+            raise ConfigError(
+                "DINGTALK_FC_VERSION",
+                f"is {configured}, but {entry} runs on FC {platform}: unset it, or set it to {platform}",
+            )
+        resolved = platform or configured or FC2
+        app = self._apps.get(resolved)
+        if app is None:
+            with self._lock:
+                app = self._apps.get(resolved) or self._build(settings, resolved)
+                self._apps[resolved] = app
+        return app
+
+    def run_worker(self, payload: bytes, request_id: str, context: "Any" = None) -> str:
+        """What ``index.worker`` does with a job: run it, return its outcome, or raise (FC then
+        retries it, and dead-letters it after the last retry)."""
+        return self.load(platform_of(context)).worker.run(payload, request_id, context).name
+
+    def _load_settings(self) -> Settings:
+        if self._settings is not None:
+            return self._settings
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            if self._settings is None:
+                try:
+                    settings = load_settings(self.environ)
+                    self._shared = self._build_shared(settings)
+                except ConfigError as error:
+                    self._error = error
+                    logger.error("configuration error: %s", error)
+                    raise
+                for warning in retired_variables(self.environ):
+                    logger.warning("configuration: %s", warning)
+                self._settings = settings
+        return self._settings
+
+    def _build_shared(self, settings: Settings) -> "Any":
+        """What every platform's parts share: the store (one per process), the cipher per key
+        pair, the job sealer, the exactly-once unit."""
+        store = self._store
+        if store is None and settings.dedup_redis_url:
             try:
                 store = RedisStore.from_url(settings.dedup_redis_url, settings.dedup_timeout_ms)
             except ValueError:  # what redis-py refuses that the configuration check let through
                 raise ConfigError("DINGTALK_DEDUP_REDIS_URL", "is not a URL redis-py accepts") from None
-        else:
+        if store is None:
             store = MemoryStore(settings.dedup_memory_entries)
-        deferrer = self._deferrer(settings)
-        if deferrer is None and (settings.defer_all or self._router.has_deferred_routes):
+        deferring = settings.defer_all or self.router.has_deferred_routes
+        if deferring and self._deferrer is None and not settings.worker_function:
             raise ConfigError("DINGTALK_WORKER_FUNCTION", "is not set, but handlers are deferred")
-        return CallbackPipeline(settings, self._router, store, deferrer, clock=self._clock, records=self._records)
+        pairs = [(settings.token, settings.aes_key), *settings.previous_keys]
+        ciphers = [
+            dingtalk_crypto.DingTalkCrypto(token, key, settings.app_key, clock=self._clock) for token, key in pairs
+        ]
+        once = Once(
+            store,
+            settings.app_key + ":",
+            settings.dedup_in_flight_s,
+            settings.dedup_ttl_s,
+            settings.dedup_fail_closed,
+            settings.dedup_timeout_ms / 1000,
+        )
+        return once, JobSealer(ciphers, self._clock), Wire(ciphers, settings.timestamp_tolerance_s, self._clock)
 
-    def _deferrer(self, settings: Settings) -> "Optional[Deferrer]":
-        if self._given_deferrer is not None:
-            return self._given_deferrer
-        if settings.worker_function and settings.fc_version == "3.0":
-            from .deferral_fc3 import Fc3AsyncDeferrer
+    def _build(self, settings: Settings, platform: str) -> App:
+        once, jobs, wire = self._shared
+        budget_s = settings.request_budget_ms / 1000
+        dispatcher = Dispatcher(
+            self.router, once, Deferral(once, jobs, self._deferrer_for(settings, platform)), settings.defer_all
+        )
+        callback = Callback(wire, dispatcher, self.records, budget_s)
+        worker = Worker(jobs, once, self.router, self.records, budget_s)
+        return App(settings, platform, callback, dispatcher, worker, jobs, self.records)
+
+    def _deferrer_for(self, settings: Settings, platform: str) -> "Optional[Deferrer]":
+        if self._deferrer is not None:
+            return self._deferrer
+        if not settings.worker_function:
+            return None
+        if platform == FC3:
+            from .deferral_fc3 import Fc3AsyncDeferrer  # FC 3.0 only: off FC 2.0's cold start
 
             return Fc3AsyncDeferrer(settings.worker_function, settings.fc_endpoint, self._environ)
-        if settings.worker_function:
-            from .deferral import FcAsyncDeferrer
+        from .deferral import FcAsyncDeferrer
 
-            return FcAsyncDeferrer(settings.worker_function, settings.worker_service, settings.fc_endpoint)
-        return None
-
-    @property
-    def pipeline(self) -> CallbackPipeline:
-        """The pipeline; raises :class:`ConfigError` when the environment is invalid."""
-        if self._pipeline is None:
-            self.start()
-        if self._error is not None:
-            raise self._error
-        assert self._pipeline is not None
-        return self._pipeline
-
-    @property
-    def environ(self) -> "Mapping[str, str]":
-        """The environment the configuration is read from (recovery reads its own variables)."""
-        return os.environ if self._environ is None else self._environ
-
-    @property
-    def records(self) -> RecordWriter:
-        return self._records
-
-    @property
-    def max_body_bytes(self) -> int:
-        if self._pipeline is None:
-            self.start()
-        pipeline = self._pipeline
-        return pipeline.max_body_bytes if pipeline is not None else DEFAULT_MAX_BODY_BYTES
-
-    def handle(self, request: CallbackRequest) -> CallbackResponse:
-        try:
-            pipeline = self.pipeline
-        except ConfigError as error:
-            return self.refuse(RequestRejected(errors.MISCONFIGURED, detail=str(error)), request.request_id)
-        return pipeline.handle(request)
-
-    def refuse(self, rejection: RequestRejected, request_id: str) -> CallbackResponse:
-        """Refuse a request before it reaches the pipeline (body too large, misconfiguration)."""
-        record = {"request_id": request_id}  # type: dict
-        response = refuse(rejection, record)
-        record["status"] = response.status
-        self._records.write(record)
-        return response
-
-    def run_worker(self, payload: bytes, request_id: str, context: "Any" = None) -> "Any":
-        return self.pipeline.run_job(payload, request_id, context)
+        return FcAsyncDeferrer(settings.worker_function, settings.worker_service, settings.fc_endpoint)

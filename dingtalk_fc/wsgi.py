@@ -1,11 +1,12 @@
 """FC 2.0 adapter: PEP 3333 WSGI, as FC's ``python3`` runtime calls HTTP functions."""
 
-import os
 import re
 
 from . import errors
+from .callback import ALLOWED_METHODS, CallbackRequest, misconfigured, refusal
+from .config import ConfigError
+from .context import FC2, request_id_of
 from .errors import RequestRejected
-from .pipeline import CallbackRequest
 from .runtime import Runtime
 
 TYPE_CHECKING = False
@@ -16,13 +17,7 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
 
 CONTENT_LENGTH_PATTERN = re.compile(r"[0-9]{1,18}\Z")
 JSON_HEADERS = [("Content-Type", "application/json")]
-ALLOW_HEADER = ("Allow", "GET, HEAD, POST")
-
-
-def request_id_of(context: "Any") -> str:
-    """FC's request id from ``fc.context``; a fresh one where there is no context."""
-    request_id = getattr(context, "request_id", None)
-    return request_id if isinstance(request_id, str) and request_id else "local-" + os.urandom(12).hex()
+ALLOW_HEADER = ("Allow", ALLOWED_METHODS)
 
 
 def read_body(environ: "Dict[str, Any]", limit: int) -> bytes:
@@ -66,17 +61,20 @@ def status_line(status: int) -> str:
 
 
 def serve(runtime: Runtime, environ: "Dict[str, Any]", start_response: "StartResponse") -> "Iterable[bytes]":
-    """Answer one WSGI request through ``runtime``'s pipeline."""
+    """Answer one WSGI request through ``runtime``'s callback."""
     context = environ.get("fc.context")
     request_id = request_id_of(context)
     method = environ.get("REQUEST_METHOD", "GET").upper()
     try:
-        body = read_body(environ, runtime.max_body_bytes) if method == "POST" else b""
+        app = runtime.load(FC2)
+        body = read_body(environ, app.settings.max_body_bytes) if method == "POST" else b""
+    except ConfigError as error:
+        response = misconfigured(runtime.records, error, request_id)
     except RequestRejected as rejection:
-        response = runtime.refuse(rejection, request_id)  # type: CallbackResponse
+        response = refusal(runtime.records, rejection, request_id)
     else:
         query = environ.get("QUERY_STRING") or ""
-        response = runtime.handle(CallbackRequest(method, query, body, request_id, context))
+        response = app.callback.handle(CallbackRequest(method, query, body, request_id, context))
     headers = JSON_HEADERS if response.status != 405 else [*JSON_HEADERS, ALLOW_HEADER]
     start_response(status_line(response.status), list(headers))
     return [response.body if method != "HEAD" else b""]

@@ -22,6 +22,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from dingtalk_fc import wsgi
 from dingtalk_fc.config import ConfigError
+from dingtalk_fc.context import FC2
 from dingtalk_fc.runtime import Runtime
 
 from .demo import DEMO_ENVIRONMENT, IncompleteCredentials, credentials_from
@@ -100,9 +101,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     runtime, handler = load_function(args.handlers)
     runtime.use_deferrer(WorkerThreads(runtime.run_worker))  # FC's asynchronous invocation, in threads
-    runtime.start()
     try:
-        runtime.pipeline  # noqa: B018 (raises the configuration error the function would answer 500 with)
+        runtime.load(FC2)  # the configuration error the function would answer 500 with
     except ConfigError as error:
         return fail(f"configuration error: {error}; not starting")
     try:

@@ -15,10 +15,13 @@ from typing import Any, Callable, Dict, Iterator, List, TextIO, Tuple
 
 from dingtalk_fc import dead_letter, failed_items, recovery
 from dingtalk_fc.config import ConfigError
+from dingtalk_fc.context import FC2
 from dingtalk_fc.deadline import Deadline
+from dingtalk_fc.defer import Deferrer
 from dingtalk_fc.dingtalk_api import ApiError
 from dingtalk_fc.errors import RequestRejected
-from dingtalk_fc.pipeline import Deferrer
+from dingtalk_fc.jobs import MAX_SEALED_TEXT_BYTES
+from dingtalk_fc.once import Arrival
 from dingtalk_fc.records import RecordWriter
 from dingtalk_fc.runtime import Runtime
 
@@ -65,10 +68,12 @@ def local_runtime(environ: Dict[str, str], records: RecordWriter) -> Tuple[Runti
     import handlers
 
     runtime = Runtime(handlers.router, environ=environ, records=records)
-    worker = InlineWorker(runtime.run_worker)
+    worker = InlineWorker(
+        lambda payload, request_id, context: runtime.load(FC2).worker.run(payload, request_id, context).name
+    )
     runtime.use_deferrer(worker)
     try:
-        runtime.pipeline  # noqa: B018 (validates the configuration now)
+        runtime.load(FC2)  # validates the configuration now
     except ConfigError as error:
         raise RecoveryCliError(f"configuration: {error}") from None
     return runtime, worker
@@ -89,7 +94,8 @@ def cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
     api = recovery.api_for(settings)
     if args.dry_run:
         return _dry_run(runtime, api, settings, out)
-    run = recovery.Recovery(runtime.pipeline, api, settings, records, runtime.pipeline.max_body_bytes)
+    app = runtime.load(FC2)
+    run = recovery.Recovery(app, api, settings, records, app.settings.max_body_bytes)
     summary = run.run("cli-" + uuid.uuid4().hex[:12], FakeFcContext(function="recover"))
     report = {k: v for k, v in summary.items() if k not in ("request_id", "level")}
     ran = worker.take()
@@ -103,7 +109,7 @@ def _dry_run(runtime: Runtime, api: Any, settings: recovery.RecoverySettings, ou
     """Print what the list holds, one JSON line per item; runs nothing. DingTalk may delete
     what it returns, so each line carries the event sealed as a job: keep the output, and
     ``redrive`` it to run the events."""
-    pipeline = runtime.pipeline
+    app = runtime.load(FC2)
     pulled = 0
     for _page in range(settings.max_pages):
         try:
@@ -114,14 +120,14 @@ def _dry_run(runtime: Runtime, api: Any, settings: recovery.RecoverySettings, ou
         for item in page.items:
             pulled += 1
             try:
-                event = failed_items.event_from_item(item, pipeline.max_body_bytes)
+                event = failed_items.event_from_item(item, app.settings.max_body_bytes)
             except RequestRejected as rejection:
                 line = {"rejected": rejection.problem.errmsg, "detail": rejection.detail}  # type: Dict[str, Any]
-                line.update(recovery.kept_item(pipeline, item, "dry-run"))
+                line.update(recovery.kept_item(app, item, "dry-run"))
             else:
                 line = {"event_type": event.type, "event_id": event.key, "corp_id": event.corp_id}
                 line.update(event.identifiers)
-                line["job"] = pipeline.seal_job(event, "recovery", "dry-run").decode("ascii")
+                line["job"] = app.jobs.seal(event.plaintext, "recovery", "dry-run").decode("ascii")
             print(json.dumps(line, ensure_ascii=False), file=out)
         if not page.more:
             break
@@ -159,7 +165,7 @@ def redrive_entries(lines: Iterator[str]) -> Iterator[Tuple[int, str, Any]]:
 def cmd_redrive(args: argparse.Namespace, out: TextIO) -> int:
     environ = _environment()
     runtime, worker = local_runtime(environ, RecordWriter(sys.stderr))
-    pipeline = runtime.pipeline
+    app = runtime.load(FC2)
     context = FakeFcContext(function="redrive")
     max_age_s = float("inf") if args.accept_expired else None
     with open(args.file, encoding="utf-8") as source:
@@ -170,20 +176,20 @@ def cmd_redrive(args: argparse.Namespace, out: TextIO) -> int:
         request_id = f"redrive-{number}-{uuid.uuid4().hex[:8]}"
         if kind == "job":
             try:
-                outcome = pipeline.run_job(value, request_id, context, max_age_s=max_age_s)
+                outcome = app.worker.run(value, request_id, context, max_age_s=max_age_s).name
             except Exception as error:
                 outcome = "failed"
                 print(f"FAIL {args.file}:{number}: {type(error).__name__}", file=out)
         else:
             try:
-                item = json.loads(pipeline.open_text(value, max_age_s)) if kind == "sealed_item" else value
-                event = failed_items.event_from_item(item, pipeline.max_body_bytes)
+                item = json.loads(open_text(app, value, max_age_s)) if kind == "sealed_item" else value
+                event = failed_items.event_from_item(item, app.settings.max_body_bytes)
             except RequestRejected as rejection:
                 outcome = "rejected"
                 print(f"FAIL {args.file}:{number}: {rejection.problem.errmsg} ({rejection.detail})", file=out)
             else:
-                record = pipeline.process_event(event, request_id, context, "redrive", Deadline(REDRIVE_BUDGET_S))
-                outcome = record.get("outcome", "failed")
+                arrival = Arrival("redrive", request_id, "", context, Deadline(REDRIVE_BUDGET_S))
+                outcome = recovery.process(app, event, arrival, app.settings.dedup_in_flight_s).name
                 if outcome == "deferred":  # what the worker, run before hand_off returned, did
                     outcome = (worker.take() or ["failed"])[-1]
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
@@ -191,6 +197,11 @@ def cmd_redrive(args: argparse.Namespace, out: TextIO) -> int:
     runtime_summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
     print(f"redrive: {len(entries)} entries: {runtime_summary or 'nothing'}", file=out)
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def open_text(app: Any, payload: bytes, max_age_s: Any) -> str:
+    """The failed-list item a rejected record kept sealed (see ``recovery.kept_item``)."""
+    return app.jobs.open(payload, max_age_s or app.settings.dedup_ttl_s, MAX_SEALED_TEXT_BYTES).plaintext
 
 
 def add_commands(commands: Any) -> None:

@@ -17,8 +17,10 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 
 from dingtalk_crypto import DingTalkCrypto, DingTalkCryptoError
 from dingtalk_fc import wsgi
+from dingtalk_fc.dead_letter import record_dead_letter
+from dingtalk_fc.defer import Deferrer
 from dingtalk_fc.events import SUITE_URL_CHECKS
-from dingtalk_fc.pipeline import Deferrer
+from dingtalk_fc.once import HandlerFailed
 from dingtalk_fc.records import RecordWriter
 from dingtalk_fc.router import Router
 from dingtalk_fc.runtime import Runtime
@@ -212,23 +214,39 @@ class Reply(NamedTuple):
 
 
 class WorkerRun(NamedTuple):
-    """One hand-off as the worker ran it: the outcome it logged, or the exception it raised
-    (on FC, a raising worker is retried by the asynchronous invocation policy)."""
+    """One hand-off as the worker ran it, after FC's retries: the ``outcome`` it logged last
+    (``failed`` when every attempt raised), what the handler raised (``error``, None when it ran),
+    and how many ``attempts`` it took."""
 
     task_id: str
-    outcome: Optional[str]
+    outcome: str
     error: Optional[BaseException]
+    attempts: int = 1
+
+
+# FC's asynchronous invocation retries a raising worker this many times by default (template.yml's
+# MaxAsyncRetryAttempts, s.yaml's maxAsyncRetryAttempts), then calls the on-failure destination.
+ASYNC_RETRIES = 3
 
 
 class WorkerThreads(Deferrer):
     """Stands in for FC asynchronous invocation in tests: each hand-off's payload, as the
-    pipeline built it, goes to the worker entrypoint on a thread; :meth:`wait` joins them.
+    callback built it, goes to the worker entrypoint on a thread, retried as FC retries a raising
+    worker; when every attempt fails, ``dead_letter`` (if given) gets FC's on-failure document, so
+    the dead letter can be re-driven as in production. :meth:`wait` joins the threads.
 
     The payload is passed on as opaque bytes, so the test runs the real hand-off format.
     """
 
-    def __init__(self, run_worker: Callable[[bytes, str, Any], Any]) -> None:
+    def __init__(
+        self,
+        run_worker: Callable[[bytes, str, Any], Any],
+        retries: int = ASYNC_RETRIES,
+        dead_letter: Optional[Callable[[Dict[str, Any], str], Any]] = None,
+    ) -> None:
         self._run_worker = run_worker
+        self._retries = retries
+        self._dead_letter = dead_letter
         self._threads = []  # type: List[threading.Thread]
         self._runs = []  # type: List[WorkerRun]
         self._lock = threading.Lock()
@@ -242,13 +260,21 @@ class WorkerThreads(Deferrer):
         thread.start()
 
     def _work(self, task_id: str, payload: bytes, context: Any) -> None:
-        outcome, error = None, None  # type: Optional[str], Optional[BaseException]
-        try:
-            outcome = self._run_worker(payload, "worker-" + task_id, context)
-        except Exception as raised:
-            error = raised
+        for attempt in range(1, self._retries + 2):
+            try:
+                run = WorkerRun(
+                    task_id, self._run_worker(payload, f"worker-{task_id}-{attempt}", context), None, attempt
+                )
+                break
+            except HandlerFailed as failure:
+                run = WorkerRun(task_id, "failed", failure.cause, attempt)
+            except Exception as raised:
+                run = WorkerRun(task_id, getattr(raised, "outcome", "failed"), raised, attempt)
+        else:
+            if self._dead_letter is not None:
+                self._dead_letter(destination_document(task_id, payload, run.attempts), "dead-letter-" + task_id)
         with self._lock:
-            self._runs.append(WorkerRun(task_id, outcome, error))
+            self._runs.append(run)
 
     def wait(self, timeout_s: float = 30.0) -> List[WorkerRun]:
         """Wait for every hand-off so far to finish; return all runs, in the order they ended.
@@ -268,13 +294,31 @@ class WorkerThreads(Deferrer):
             return list(self._runs)
 
 
+def destination_document(task_id: str, payload: bytes, attempts: int) -> Dict[str, Any]:
+    """What FC hands a worker's on-failure destination once every attempt failed."""
+    return {
+        "timestamp": int(time.time() * 1000),
+        "requestContext": {
+            "requestId": "worker-" + task_id,
+            "functionArn": "acs:fc:cn-hangzhou:1234567890:services/dingtalk.LATEST/functions/worker",
+            "condition": "UnhandledInvocationError",
+            "approximateInvokeCount": attempts,
+        },
+        "requestPayload": payload.decode("utf-8"),
+        "responseContext": {"statusCode": 200, "functionError": "UnhandledInvocationError"},
+        "responsePayload": "{}",
+    }
+
+
 class CallbackHarness:
     """A configured callback function in-process: send deliveries, read its log records.
 
     ``environ`` is the function's environment (the DINGTALK_* variables); ``clock`` drives
     both the function and the sender, so timestamps can be moved in tests. With
     ``run_deferred``, deferred handlers are handed off with the real payload and run by the
-    real worker entrypoint on a thread (instead of FC): :meth:`wait_for_workers` waits for them.
+    real worker entrypoint on a thread (instead of FC), retried as FC retries them, and a job that
+    fails every attempt is recorded as a dead letter (``dead_letters``), as the function's
+    on-failure destination records it: :meth:`wait_for_workers` waits for them.
     """
 
     def __init__(
@@ -287,15 +331,28 @@ class CallbackHarness:
     ) -> None:
         self.log = io.StringIO()
         self.runtime = Runtime(router, environ=dict(environ), clock=clock, records=RecordWriter(self.log))
-        self.workers = WorkerThreads(self._run_worker) if run_deferred else None
+        self.workers = WorkerThreads(self._run_worker, dead_letter=self._dead_letter) if run_deferred else None
         if self.workers is not None:
             self.runtime.use_deferrer(self.workers)
         self.sender = sender or DingTalkSender(
             environ["DINGTALK_TOKEN"], environ["DINGTALK_AES_KEY"], environ["DINGTALK_APP_KEY"], clock=clock
         )
 
+    def seal_job(self, plaintext: Plaintext, source: str = "push", request_id: str = "test-request") -> bytes:
+        """The job the callback would hand the worker for ``plaintext`` (a str or a JSON object,
+        or an :class:`~dingtalk_fc.Event`): what :meth:`run_worker` and ``redrive`` take."""
+        text = plaintext.plaintext if hasattr(plaintext, "plaintext") else as_text(plaintext)
+        return self.runtime.load().jobs.seal(text, source, request_id)
+
+    def run_worker(self, payload: bytes, request_id: str, context: Any = None) -> str:
+        """What ``index.worker`` does with a job: its outcome, or it raises (FC would retry it)."""
+        return self.runtime.run_worker(payload, request_id, context)
+
     def _run_worker(self, payload: bytes, request_id: str, context: Any) -> Any:
-        return self.runtime.run_worker(payload, request_id, context)  # looked up per run: tests may wrap it
+        return self.run_worker(payload, request_id, context)  # looked up per run: tests may wrap it
+
+    def _dead_letter(self, document: Dict[str, Any], request_id: str) -> None:
+        record_dead_letter(json.dumps(document), request_id, self.runtime.records)
 
     def app(self, environ: Dict[str, Any], start_response: Any) -> Any:
         return wsgi.serve(self.runtime, environ, start_response)
@@ -325,9 +382,14 @@ class CallbackHarness:
     def callback_records(self) -> List[Dict[str, Any]]:
         """The records of deliveries (not of the worker): a worker that ends quickly writes its
         record before the callback writes its own, so look for either here rather than last."""
-        return [record for record in self.records if record.get("stage") != "worker"]
+        return [r for r in self.records if r.get("stage") != "worker" and r.get("outcome") != "dead_letter"]
 
     @property
     def worker_records(self) -> List[Dict[str, Any]]:
-        """The records the worker wrote (``"stage": "worker"``), one per deferred run."""
+        """The records the worker wrote (``"stage": "worker"``), one per attempt."""
         return [record for record in self.records if record.get("stage") == "worker"]
+
+    @property
+    def dead_letters(self) -> List[Dict[str, Any]]:
+        """The dead-letter records of jobs that failed every attempt (``redrive`` takes them)."""
+        return [record for record in self.records if record.get("outcome") == "dead_letter"]

@@ -106,7 +106,7 @@ def test_budget_and_completion_together_stay_inside_the_deadline(make_harness):
     assert refused.send({"EventType": "check_url"}).status == 500
     assert refused.last_record["detail"].startswith("DINGTALK_REQUEST_BUDGET_MS plus DINGTALK_DEDUP_TIMEOUT_MS")
     harness = make_harness(router_for(Counter()), DINGTALK_REQUEST_BUDGET_MS="1200", DINGTALK_DEDUP_TIMEOUT_MS="200")
-    harness.runtime.pipeline._store = SlowStore(claim_s=1.19)
+    harness.runtime.use_store(SlowStore(claim_s=1.19))
     reply, elapsed = timed_send(harness, {"EventType": "user_add_org", "eventId": "slow-store-1"})
     assert harness.sender.check_reply(reply.status, reply.body) == "success"
     assert "complete failed" in harness.last_record["store_warning"]

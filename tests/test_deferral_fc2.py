@@ -11,7 +11,9 @@ from support.counting import APPROVAL, Counter, router_for
 
 from dingtalk_fc import Event, Router
 from dingtalk_fc.deadline import Deadline
-from dingtalk_fc.pipeline import Deferrer, task_id_for
+from dingtalk_fc.dedup import MemoryStore
+from dingtalk_fc.defer import Deferrer, task_id_for
+from dingtalk_fc.once import Arrival
 from dingtalk_fc_dev.testkit import FakeFcContext
 
 EVENT = {"EventType": "bpms_instance_change", "eventId": "slow-1", "processInstanceId": "pi-1", "result": "agree"}
@@ -86,7 +88,7 @@ def test_fc_refuses_a_second_hand_off_of_the_same_event(deferred):
     assert harness.send(EVENT).status == 200
     stub.wait()
     # a second instance with its own memory store hands the same event off again: FC says 409
-    harness.runtime.pipeline._store = type(harness.runtime.pipeline._store)()
+    harness.runtime.use_store(MemoryStore())
     reply = harness.send(EVENT)
     assert harness.sender.check_reply(reply.status, reply.body) == "success"
     assert harness.last_record["outcome"] == "deferred"
@@ -127,8 +129,8 @@ def test_worker_failure_is_retried_by_the_async_policy(deferred):
     assert len(handler.started) == 3
     assert handler.finished == ["slow-1"]
     assert [run.get("error") or run["outcome"] for run in stub.worker_runs] == [
-        "RequestRejected",
-        "RequestRejected",
+        "HandlerFailed",
+        "HandlerFailed",
         "handled",
     ]
     worker_outcomes = [r["outcome"] for r in harness.records if r.get("stage") == "worker"]
@@ -163,7 +165,7 @@ def test_index_worker_runs_a_hand_off_payload(deferred):
     handler = SlowHandler()
     harness, _stub = deferred(handler)
     event = Event.from_data({"EventType": "bpms_instance_change", "eventId": "direct-1"})
-    payload = harness.runtime.pipeline.seal_job(event, "push", "r")
+    payload = harness.seal_job(event, "push", "r")
     assert index.worker(payload, FakeFcContext(request_id="worker-1")) == "handled"
     assert index.worker(payload, FakeFcContext(request_id="worker-2")) == "duplicate"
     assert handler.finished == ["direct-1"]
@@ -215,7 +217,7 @@ def deferring_harness(make_harness, deferrer):
     harness = make_harness(
         router_for(Counter(), "bpms_instance_change", deferred=True), DINGTALK_WORKER_FUNCTION="worker"
     )
-    harness.runtime.pipeline._deferrer = deferrer
+    harness.runtime.use_deferrer(deferrer)
     return harness
 
 
@@ -230,10 +232,10 @@ def test_an_unexpected_hand_off_error_releases_the_claim(make_harness):
 
 def test_an_event_too_large_for_a_job_is_refused_before_the_hand_off(make_harness):
     deferrer = RecordingDeferrer()
-    pipeline = deferring_harness(make_harness, deferrer).runtime.pipeline
+    dispatcher = deferring_harness(make_harness, deferrer).runtime.load().dispatcher
     huge = Event.from_data(dict(APPROVAL, eventId="huge-1", comment="x" * 120_000))
-    record = pipeline.process_event(huge, "r", None, "recovery", Deadline(1))
-    assert (record["errcode"], record["outcome"]) == (900133, "failed")
+    result = dispatcher.guarded(huge, Arrival("recovery", "r", "", None, Deadline(1)))
+    assert (result.problem.errcode, result.name) == (900133, "failed")
     assert deferrer.calls == []
     small = Event.from_data(dict(APPROVAL, eventId="huge-1"))  # the claim was released
-    assert pipeline.process_event(small, "r", None, "recovery", Deadline(1))["outcome"] == "deferred"
+    assert dispatcher.guarded(small, Arrival("recovery", "r", "", None, Deadline(1))).name == "deferred"

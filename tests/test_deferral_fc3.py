@@ -12,7 +12,8 @@ from test_deferral_fc2 import EVENT, SlowHandler
 from test_fc3_adapter import fc3_event
 
 from dingtalk_fc import Router
-from dingtalk_fc.pipeline import task_id_for
+from dingtalk_fc.dedup import MemoryStore
+from dingtalk_fc.defer import task_id_for
 from dingtalk_fc_dev.testkit import FakeFcContext
 
 CONTEXT = FakeFcContext(request_id="1-fc3-callback", function="dingtalk-callback")
@@ -80,7 +81,7 @@ def test_fc3_refuses_a_second_hand_off_of_the_same_event(deferred_fc3):
     harness, stub = deferred_fc3(handler)
     assert send(harness, EVENT)[0] == 200
     stub.wait()
-    harness.runtime.pipeline._store = type(harness.runtime.pipeline._store)()  # another instance's memory
+    harness.runtime.use_store(MemoryStore())  # another instance's memory
     status, body = send(harness, EVENT)
     assert harness.sender.check_reply(status, body) == "success"  # FC's 409 counts as handed off
     assert [len(stub.invocations), len(stub.accepted())] == [2, 1]
@@ -125,8 +126,8 @@ def test_worker_failure_is_retried_by_fc3s_async_policy(deferred_fc3):
     assert send(harness, EVENT)[0] == 200
     stub.wait()
     assert [run.get("error") or run["outcome"] for run in stub.worker_runs] == [
-        "RequestRejected",
-        "RequestRejected",
+        "HandlerFailed",
+        "HandlerFailed",
         "handled",
     ]
     assert handler.finished == ["slow-1"]

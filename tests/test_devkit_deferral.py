@@ -9,6 +9,7 @@ from dingtalk_fc import Router
 APPROVAL = {"EventType": "bpms_instance_change", "eventId": "approval-1", "processInstanceId": "pi-1"}
 gate = threading.Event()
 runs = []
+failing = set()
 
 
 @pytest.fixture
@@ -16,13 +17,14 @@ def dingtalk_router():
     """This module's callback_harness: one deferred handler that waits for the test's signal."""
     gate.clear()
     runs.clear()
+    failing.clear()
     router = Router()
 
     @router.on("bpms_instance_change", deferred=True)
     def approval(event):
         assert gate.wait(30), "the test never released the handler"
         runs.append(event.key)
-        if event.get("fail"):
+        if failing:
             raise RuntimeError("approval back end down")
         return {"approved": event.get("processInstanceId")}
 
@@ -55,15 +57,24 @@ def test_the_worker_gets_the_pipeline_payload_not_the_plaintext(callback_harness
     assert runs == ["approval-1"]
 
 
-def test_a_failing_deferred_handler_is_reported_and_can_run_again(callback_harness):
+def test_a_failing_deferred_handler_is_retried_reported_and_dead_lettered_for_redrive(callback_harness):
+    """As on FC: the worker raising is retried (3 times), then the job lands in the dead letters,
+    whose record ``redrive`` takes; ``run.error`` is what the handler raised."""
     gate.set()
-    callback_harness.send({**APPROVAL, "fail": True})
+    failing.add("back end down")
+    callback_harness.send(APPROVAL)
     [run] = callback_harness.wait_for_workers()
-    assert run.error is not None  # on FC the worker raising means a retry
-    assert callback_harness.worker_records[0]["outcome"] == "failed"
-    callback_harness.send(APPROVAL)  # DingTalk's retry: the claim was released
-    assert [r.outcome for r in callback_harness.wait_for_workers()] == [None, "handled"]
-    assert runs == ["approval-1", "approval-1"]
+    assert (run.outcome, run.attempts) == ("failed", 4)
+    assert isinstance(run.error, RuntimeError)
+    assert str(run.error) == "approval back end down"
+    assert [r["outcome"] for r in callback_harness.worker_records] == ["failed"] * 4
+    assert {r["error_type"] for r in callback_harness.worker_records} == {"RuntimeError"}
+    [dead_letter] = callback_harness.dead_letters
+    assert (dead_letter["attempts"], dead_letter["condition"]) == (4, "UnhandledInvocationError")
+    assert runs == ["approval-1"] * 4
+    failing.clear()  # the back end is fixed: the operator re-drives the dead letter
+    assert callback_harness.run_worker(dead_letter["job"].encode(), "redrive") == "handled"
+    assert runs == ["approval-1"] * 5
 
 
 def test_wait_needs_a_harness_that_runs_deferred_handlers(make_harness):

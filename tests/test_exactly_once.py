@@ -104,7 +104,7 @@ class CountingStore(MemoryStore):
 def test_check_url_never_touches_the_store(make_harness):
     harness = make_harness()
     store = CountingStore()
-    harness.runtime.pipeline._store = store
+    harness.runtime.use_store(store)
     for _ in range(3):
         assert harness.send({"EventType": "check_url"}).status == 200
     assert store.calls == 0
@@ -299,7 +299,7 @@ def test_a_failed_completion_is_retried(make_harness):
     handler = Counter()
     harness = make_harness(router_for(handler))
     clock = [1000.0]
-    harness.runtime.pipeline._store = FlakyStore(failures=1, clock=lambda: clock[0])
+    harness.runtime.use_store(FlakyStore(failures=1, clock=lambda: clock[0]))
     event = {"EventType": "user_add_org", "eventId": "c-1"}
     delivery = harness.sender.build(event)
     assert harness.call(delivery.wsgi_environ()).status == 200

@@ -10,7 +10,7 @@ import pytest
 from stubs.fc3_api import DUPLICATE_TASK, Fc3ApiStub, expected_signature
 
 from dingtalk_fc import deferral_fc3
-from dingtalk_fc.pipeline import HandOffError, task_id_for
+from dingtalk_fc.defer import HandOffError, task_id_for
 from dingtalk_fc_dev.testkit import FakeFcContext
 
 CONTEXT = FakeFcContext()

@@ -87,7 +87,7 @@ def test_package_holds_the_function_and_nothing_else(package):
     version = RUNTIMES[runtime]
     if find_interpreter(version):  # bytecode for the target, so cold starts on FC need not compile
         tag = "cpython-" + version.replace(".", "")
-        assert os.path.exists(os.path.join(path, "dingtalk_fc", "__pycache__", f"pipeline.{tag}.pyc"))
+        assert os.path.exists(os.path.join(path, "dingtalk_fc", "__pycache__", f"callback.{tag}.pyc"))
     with open(glob.glob(os.path.join(path, "pycryptodome-*.dist-info", "WHEEL"))[0]) as wheel:
         wheel_tags = wheel.read()
     assert "manylinux" in wheel_tags
@@ -132,7 +132,7 @@ def test_python310_package_hands_off_through_fc3(tmp_path):
     reaches the local FC 3.0 invoke API signed with the package's own client."""
     from stubs.fc3_api import Fc3ApiStub
 
-    from dingtalk_fc.pipeline import task_id_for
+    from dingtalk_fc.defer import task_id_for
 
     python = find_interpreter("3.10")
     if python is None:

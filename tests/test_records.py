@@ -42,7 +42,7 @@ def test_no_record_carries_a_plaintext_window_whatever_the_forgery(block, where)
         environ = {"REQUEST_METHOD": "POST", "QUERY_STRING": query, "CONTENT_LENGTH": str(len(body))}
         harness.call(dict(environ, **{"wsgi.input": io.BytesIO(body)}))
     else:  # a job whose MAC an attacker cannot make: rejected before decryption
-        job = json.loads(harness.runtime.pipeline.seal_job(Event.from_data({"EventType": "x"}), "push", "r"))
+        job = json.loads(harness.seal_job(Event.from_data({"EventType": "x"}), "push", "r"))
         job["sealed"] = encrypt
         with pytest.raises(Exception, match="worker job not authentic"):
             harness.runtime.run_worker(json.dumps(job).encode(), "forged")
@@ -65,7 +65,7 @@ def test_records_are_bounded_ascii_and_never_fail_the_request(make_harness, even
     handler = Counter(returns={"blob": "b" * 100_000, "nested": {"deep": ["x"] * 10_000}})
     harness = make_harness(router_for(handler, event["EventType"]), DINGTALK_MAX_BODY_BYTES="1000000")
     c_locale = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict")  # what LANG=C gives stdout
-    harness.runtime._records = RecordWriter(c_locale)
+    harness.runtime.records = RecordWriter(c_locale)
     plaintext = json.dumps(event)  # the surrogates travel as JSON escapes, as DingTalk's would
     reply = harness.send(plaintext)
     assert harness.sender.check_reply(reply.status, reply.body) == "success"
@@ -84,7 +84,7 @@ def test_a_record_that_cannot_be_written_does_not_fail_the_request(make_harness)
 
     handler = Counter()
     harness = make_harness(router_for(handler))
-    harness.runtime._records = RecordWriter(BrokenStream())
+    harness.runtime.records = RecordWriter(BrokenStream())
     reply = harness.send({"EventType": "user_add_org", "eventId": "w-1"})
     assert harness.sender.check_reply(reply.status, reply.body) == "success"
     assert handler.calls == ["w-1"]

@@ -137,10 +137,9 @@ def test_an_instance_dying_mid_batch_loses_no_pulled_event(recovering, redis_url
         DINGTALK_API_BASE=stub.base,
         DINGTALK_DEDUP_REDIS_URL=redis_url,
     )
-    pipeline = replacement.runtime.pipeline
     for _number, kind, job in recovery_cli.redrive_entries(iter(journal)):  # what `redrive FILE` does
         assert kind == "job"
-        pipeline.run_job(job, "redrive", None)
+        replacement.run_worker(job, "redrive")
     recovery.recover(replacement.runtime, "run-2", context())  # and the list's remainder
     completed = first.completed + second.completed
     assert completed == {f"ev-{n}": 1 for n in range(450)}
@@ -208,12 +207,13 @@ def test_the_time_budget_stops_the_run_between_pages(recovering):
     handler = Handler(takes_a_second)
     harness, stub = recovering(handler, DINGTALK_RECOVERY_BUDGET_SECONDS="300")
     stub.add(*(v1_item(event(n)) for n in range(450)))
+    app = harness.runtime.load()
     run = recovery.Recovery(
-        harness.runtime.pipeline,
+        app,
         recovery.api_for(recovery.load_recovery_settings(harness.runtime.environ)),
         recovery.load_recovery_settings(harness.runtime.environ),
         harness.runtime.records,
-        harness.runtime.pipeline.max_body_bytes,
+        app.settings.max_body_bytes,
         clock=lambda: clock[0],
     )
     summary = run.run("run-1", context())
@@ -283,7 +283,7 @@ def redrive(harness, path):
     """What ``python -m dingtalk_fc_dev redrive FILE`` does, over this harness's pipeline."""
     with open(path, encoding="utf-8") as lines:
         entries = list(recovery_cli.redrive_entries(lines))
-    return [harness.runtime.pipeline.run_job(job, "redrive", None) for _n, _kind, job in entries]
+    return [harness.run_worker(job, "redrive") for _n, _kind, job in entries]
 
 
 def test_a_dead_letter_is_recorded_and_redrive_runs_it_once(recovering, monkeypatch, tmp_path):
@@ -383,18 +383,18 @@ def test_a_dead_letter_keeps_a_large_job_whole_and_an_expired_one_needs_the_oper
     handler = Handler()
     harness, _stub = recovering(handler)
     big = dict(event(8), comment="x" * 20_000)  # a job far over the 8 KiB record limit
-    job = harness.runtime.pipeline.seal_job(Event.from_data(big), "push", "r")
+    job = harness.seal_job(Event.from_data(big), "push", "r")
     out = io.StringIO()
     index.dead_letter(job, FakeFcContext(request_id="dl-2"), RecordWriter(out))
     dead_letters = tmp_path / "dead-letters.jsonl"
     dead_letters.write_text(out.getvalue())
     ((_n, _kind, kept),) = recovery_cli.redrive_entries(io.StringIO(out.getvalue()))
     assert kept == job
-    later = harness.runtime.pipeline
-    later._jobs._clock = lambda: time.time() + 2 * 86400  # two days later: past the TTL
+    later = harness.runtime.load()
+    later.jobs._clock = lambda: time.time() + 2 * 86400  # two days later: past the TTL
     with pytest.raises(Exception, match="worker job expired"):
-        later.run_job(job, "redrive", None)
-    assert later.run_job(job, "redrive", None, max_age_s=float("inf")) == "handled"
+        later.worker.run(job, "redrive")
+    assert later.worker.run(job, "redrive", max_age_s=float("inf")).name == "handled"
     assert handler.completed == {"ev-8": 1}
 
 
@@ -410,10 +410,10 @@ def test_an_item_that_cannot_be_sealed_is_rejected_and_the_page_goes_on(recoveri
     assert (summary["pulled"], summary["handled"], summary["rejected"]) == (7, 7, 0)
     assert handler.completed == {f"ev-{n}": 1 for n in range(1, 8)}
 
-    pipeline = harness.runtime.pipeline
-    seal_job = pipeline.seal_job
+    jobs = harness.runtime.load().jobs
+    seal = jobs.seal
     monkeypatch.setattr(
-        pipeline, "seal_job", lambda e, *a: (_ for _ in ()).throw(ValueError()) if e.key == "ev-9" else seal_job(e, *a)
+        jobs, "seal", lambda text, *a: (_ for _ in ()).throw(ValueError()) if '"ev-9"' in text else seal(text, *a)
     )
     stub.add(*(v1_item(event(n)) for n in range(8, 11)))
     summary = recovery.recover(harness.runtime, "run-2", context())
@@ -424,7 +424,7 @@ def test_an_item_that_cannot_be_sealed_is_rejected_and_the_page_goes_on(recoveri
 def test_a_failure_inside_the_run_is_one_error_record_not_an_exception(recovering, monkeypatch):
     harness, stub = recovering(Handler())
     stub.add(v1_item(event(1)))
-    monkeypatch.setattr(harness.runtime.pipeline, "process_event", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(recovery, "process", lambda *a, **k: 1 / 0)
     record = recovery.recover(harness.runtime, "run-1", context())
     assert (record["stopped"], record["level"], record["detail"]) == ("internal_error", "error", "ZeroDivisionError")
     assert summary_of(harness) == record
@@ -434,7 +434,7 @@ def test_a_recovered_event_in_flight_without_a_worker_is_a_failure_to_redrive(re
     """Its push's instance died mid-handler: nobody runs it when the dead claim lapses."""
     handler = Handler()
     harness, stub = recovering(handler)
-    harness.runtime.pipeline._store.claim(APP_KEY + ":ev-1", 900)  # the dead instance's claim
+    harness.runtime.load().dispatcher.once.store.claim(APP_KEY + ":ev-1", 900)  # the dead instance's claim
     stub.add(v1_item(event(1)))
     summary = recovery.recover(harness.runtime, "run-1", context())
     assert (summary["failed"], summary["in_flight"], summary["level"]) == (1, 0, "error")

@@ -19,8 +19,7 @@ def test_forged_and_replayed_jobs_never_run_a_handler(deferred_approval):
 
     handler = Counter()
     harness, _stub = deferred_approval(handler)
-    pipeline = harness.runtime.pipeline
-    job = pipeline.seal_job(Event.from_data(APPROVAL), "push", "r-1")
+    job = harness.seal_job(Event.from_data(APPROVAL), "push", "r-1")
     fields = json.loads(job)
     forged_jobs = [
         json.dumps(dict(fields, mac="0" * 64)).encode(),  # wrong MAC
@@ -46,7 +45,7 @@ def test_the_key_comes_from_the_plaintext_not_the_job(deferred_approval):
     harness, _stub = deferred_approval(handler)
     assert harness.send(APPROVAL).status == 200
     _stub.wait()
-    job = json.loads(harness.runtime.pipeline.seal_job(Event.from_data(APPROVAL), "push", "r-2"))
+    job = json.loads(harness.seal_job(Event.from_data(APPROVAL), "push", "r-2"))
     job["key"] = "made-up-key"  # ignored: not part of the envelope, not read
     assert index.worker(json.dumps(job).encode(), FakeFcContext("w")) == "duplicate"
     assert handler.calls == ["appr-1"]
@@ -65,7 +64,7 @@ def test_a_job_sealed_with_a_pair_the_worker_does_not_know_is_retried_not_droppe
         DINGTALK_PREVIOUS_AES_KEY=TEST_ENV["DINGTALK_AES_KEY"],
     )
     worker = make_harness(router_for(handler, "bpms_instance_change"))  # still on the old pair
-    job = callback.runtime.pipeline.seal_job(Event.from_data(APPROVAL), "push", "r")
+    job = callback.seal_job(Event.from_data(APPROVAL), "push", "r")
     with pytest.raises(Exception, match="worker job not authentic"):
         worker.runtime.run_worker(job, "w", FakeFcContext("w"))
     assert worker.last_record["level"] == "error"
@@ -79,7 +78,7 @@ def test_a_second_delivery_of_a_job_does_not_run_beside_the_first(make_harness):
     gate = threading.Event()
     handler = Counter(gate=gate)
     harness = make_harness(router_for(handler, "bpms_instance_change"))
-    job = harness.runtime.pipeline.seal_job(Event.from_data(APPROVAL), "push", "r")
+    job = harness.seal_job(Event.from_data(APPROVAL), "push", "r")
     first = threading.Thread(target=harness.runtime.run_worker, args=(job, "w-1", FakeFcContext("w-1")))
     first.start()
     while not handler.calls:
@@ -105,8 +104,8 @@ class LeaseSpy(MemoryStore):
 def test_the_worker_claims_for_longer_than_its_timeout(make_harness):
     harness = make_harness(router_for(Counter(), "bpms_instance_change"))
     spy = LeaseSpy()
-    harness.runtime.pipeline._store = spy
-    job = harness.runtime.pipeline.seal_job(Event.from_data(APPROVAL), "push", "r")
+    harness.runtime.use_store(spy)
+    job = harness.seal_job(Event.from_data(APPROVAL), "push", "r")
     context = FakeFcContext("w")
     context.function.timeout = 3600
     assert harness.runtime.run_worker(job, "w", context) == "handled"

@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMON = """
 import json, sys, time
 sys.path.insert(0, {root!r})
-import dingtalk_fc.pipeline
+import dingtalk_fc.callback
 endpoint, payload = {endpoint!r}, b'{{"key": "k", "encrypt": "x"}}'
 """
 OWN = """

@@ -1,0 +1,132 @@
+"""The HTTP function, transport-free: one delivery in, one reply out, one record per event.
+
+Adapters (WSGI for FC 2.0, the event shape of FC 3.0, the local server) turn their request into
+a :class:`CallbackRequest` and write back the :class:`CallbackResponse`; nothing here knows
+about HTTP servers or FC. The stages are their own modules: :mod:`~dingtalk_fc.wire` opens the
+delivery, :mod:`~dingtalk_fc.dispatch` runs or defers each event it carries (under
+:mod:`~dingtalk_fc.once`), :mod:`~dingtalk_fc.records` logs what became of it.
+"""
+
+import json
+import logging
+import time
+from collections import namedtuple
+
+from . import __version__, errors, outcome
+from .deadline import Deadline
+from .errors import RequestRejected
+from .events import SUITE_URL_CHECKS, URL_CHECKS, Event, bounded_text
+from .once import Arrival
+from .records import describe, record_of
+from .wire import parse_event, reply
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
+    from typing import Any, Dict, List, Tuple
+
+    from .dispatch import Dispatcher
+    from .errors import Problem
+    from .outcome import Outcome
+    from .records import RecordWriter
+    from .wire import Wire
+
+    Results = List[Tuple[Dict[str, Any], Outcome]]
+
+logger = logging.getLogger("dingtalk_fc")
+
+PRODUCT_NAME = "dingtalk-fc-callback"
+ALLOWED_METHODS = "GET, HEAD, POST"  # the Allow header of a 405
+SOURCE = "push"
+
+
+class CallbackRequest(namedtuple("CallbackRequest", "method query body request_id context")):
+    """One delivery as an adapter hands it over: ``method`` (str), ``query`` (the raw query
+    string, without "?"), ``body`` (bytes), ``request_id`` (str) and ``context`` (the platform's
+    invocation context, for the deferred hand-off; may be None)."""
+
+    __slots__ = ()
+
+
+class CallbackResponse(namedtuple("CallbackResponse", "status body")):
+    """What goes back: HTTP ``status`` (int) and ``body`` (bytes, always JSON)."""
+
+    __slots__ = ()
+
+    @property
+    def json(self) -> "Any":
+        return json.loads(self.body.decode("utf-8"))
+
+
+def error_response(problem: "Problem") -> CallbackResponse:
+    return CallbackResponse(problem.status, json.dumps(errors.error_body(problem)).encode())
+
+
+def refusal(records: "RecordWriter", rejection: RequestRejected, request_id: str) -> CallbackResponse:
+    """Refuse a request before it reaches a :class:`Callback` (body too large, misconfigured)."""
+    response = error_response(rejection.problem)
+    record = record_of(outcome.refused(rejection), {"request_id": request_id})
+    record["status"] = response.status
+    records.write(record)
+    return response
+
+
+def misconfigured(records: "RecordWriter", error: Exception, request_id: str) -> CallbackResponse:
+    """The answer of a function whose configuration is invalid: 500, the variable in the log."""
+    return refusal(records, RequestRejected(errors.MISCONFIGURED, detail=str(error)), request_id)
+
+
+class Callback:
+    """Everything between the bytes DingTalk sent and the bytes it gets back."""
+
+    def __init__(self, wire: "Wire", dispatcher: "Dispatcher", records: "RecordWriter", budget_s: float) -> None:
+        self._wire = wire
+        self._dispatcher = dispatcher
+        self._records = records
+        self._budget_s = budget_s
+        self._health = json.dumps({"name": PRODUCT_NAME, "version": __version__, "status": "ok"}).encode()
+
+    def handle(self, request: CallbackRequest) -> CallbackResponse:
+        """Answer one delivery and write one record per event it carries; never raises."""
+        started = time.perf_counter()
+        base: Dict[str, Any] = {"request_id": request.request_id}
+        try:
+            response, results = self._respond(request, base)
+        except RequestRejected as rejection:
+            response, results = error_response(rejection.problem), [(base, outcome.refused(rejection))]
+        except Exception:
+            logger.exception("internal error (request %s)", request.request_id)
+            rejection = RequestRejected(errors.INTERNAL_ERROR, outcome=outcome.FAILED)
+            response, results = error_response(rejection.problem), [(base, outcome.refused(rejection))]
+        latency_ms = int((time.perf_counter() - started) * 1000000) / 1000  # cheaper than round()
+        for record, result in results:
+            record_of(result, record)
+            record["status"] = response.status
+            record["latency_ms"] = latency_ms
+            self._records.write(record)
+        return response
+
+    def _respond(self, request: CallbackRequest, base: "Dict[str, Any]") -> "Tuple[CallbackResponse, Results]":
+        if request.method in ("GET", "HEAD"):
+            return CallbackResponse(200, self._health), [(base, outcome.done(outcome.HEALTH))]
+        if request.method != "POST":
+            raise RequestRejected(errors.METHOD_NOT_ALLOWED, detail=request.method[:16])
+        deadline = Deadline(self._budget_s)
+        opened = self._wire.open(request.query, request.body)
+        data = parse_event(opened.plaintext)
+        event_type = data["EventType"]
+        base["event_type"] = bounded_text(event_type)
+        if event_type in URL_CHECKS:  # answered here, with no I/O
+            random = data.get("Random") if event_type in SUITE_URL_CHECKS else None
+            message = random if isinstance(random, str) and random else "success"
+            return CallbackResponse(200, reply(opened.cipher, message)), [(base, outcome.done(outcome.HANDLED))]
+        events = [Event(data, opened.plaintext)]
+        arrival = Arrival(SOURCE, request.request_id, opened.fingerprint, request.context, deadline)
+        results: Results = []
+        for event in events:
+            record = base if len(events) == 1 else dict(base)
+            describe(event, record)
+            results.append((record, self._dispatcher.guarded(event, arrival)))
+        failure = outcome.worst(result for _record, result in results)
+        if failure is not None:
+            return error_response(failure.problem or errors.INTERNAL_ERROR), results
+        return CallbackResponse(200, reply(opened.cipher)), results

@@ -1,0 +1,107 @@
+"""Deferred events: sealed as a job and handed to the worker function, which runs them later.
+
+The hand-off uses the FC asynchronous task id derived from the event's key (FC refuses a second
+task with that id), and the event's claim is held with that same id as its token, so the worker
+adopts the claim whatever happened to the request that handed it off. The FC clients that do the
+hand-off are in :mod:`dingtalk_fc.deferral` (FC 2.0) and :mod:`dingtalk_fc.deferral_fc3` (FC 3.0).
+"""
+
+import hashlib
+import logging
+
+from . import errors, outcome
+from .errors import RequestRejected
+from .jobs import MAX_JOB_BYTES
+from .once import duplicate, ran
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
+    from typing import Any, Optional
+
+    from .deadline import Deadline
+    from .events import Event
+    from .jobs import JobSealer
+    from .once import Arrival, Once, Ticket
+    from .outcome import Outcome
+
+logger = logging.getLogger("dingtalk_fc")
+
+
+class HandOffError(Exception):
+    """The deferred event could not be handed to the worker."""
+
+
+class Deferrer:
+    """Hands a sealed job (no plaintext) to the worker function."""
+
+    def hand_off(self, task_id: str, payload: bytes, context: "Any", deadline: "Deadline") -> None:
+        """Return once FC accepted the invocation or says ``task_id`` exists already; raise
+        :class:`HandOffError` otherwise, within ``deadline``."""
+        raise NotImplementedError
+
+
+def task_id_for(store_key: str) -> str:
+    """FC's asynchronous task id for an event: stable, and made of safe characters. It is also
+    the token of a deferred event's claim (see the module's doc)."""
+    return "dingtalk-" + hashlib.sha256(store_key.encode("utf-8", "surrogatepass")).hexdigest()[:48]
+
+
+class Deferral:
+    """Claims an event and hands it to the worker through ``deferrer`` (None: no worker)."""
+
+    def __init__(self, once: "Once", jobs: "JobSealer", deferrer: "Optional[Deferrer]") -> None:
+        self._once = once
+        self._jobs = jobs
+        self._deferrer = deferrer
+
+    @property
+    def has_worker(self) -> bool:
+        return self._deferrer is not None
+
+    def defer(self, event: "Event", arrival: "Arrival") -> "Outcome":
+        """Claim ``event`` under its task id and hand it off (``deferred``); a done event is a
+        ``duplicate``. A failed hand-off releases the claim and refuses (503, or 413 for a job
+        FC would never accept)."""
+        key = self._once.key(event)
+        task_id = task_id_for(key)
+        ticket = self._once.claim(key, arrival, token=task_id)
+        if ticket.done:
+            return duplicate(ticket)
+        job = self._jobs.seal(event.plaintext, arrival.source, arrival.request_id, arrival.fingerprint)
+        self._send(job, task_id, arrival, ticket)
+        return ran(outcome.DEFERRED, ticket, {})
+
+    def requeue(self, event: "Event", arrival: "Arrival") -> "Outcome":
+        """Hand an event that failed (or was in flight) outside a push to the worker, whose queue
+        holds it, retries it and dead-letters it. No claim is taken: the worker adopts the
+        event's claim, finds it done, or finds it in flight and raises, so FC retries it later."""
+        job = self._jobs.seal(event.plaintext, arrival.source, arrival.request_id)
+        self._send(job, task_id_for(self._once.key(event)), arrival, None)
+        return outcome.done(outcome.DEFERRED)
+
+    def _send(self, job: bytes, task_id: str, arrival: "Arrival", ticket: "Optional[Ticket]") -> None:
+        """Give ``job`` to the worker; on any failure release ``ticket``'s claim and refuse.
+
+        Releasing is safe even when FC may have queued the job: the claim's token is the task
+        id, so the worker adopts a claim a redelivery re-took, and FC refuses the same task id
+        twice.
+        """
+        try:
+            if len(job) > MAX_JOB_BYTES:
+                raise RequestRejected(errors.JOB_TOO_LARGE, detail=f"job of {len(job)} bytes", outcome=outcome.FAILED)
+            if self._deferrer is None:
+                raise HandOffError("no worker configured")
+            self._deferrer.hand_off(task_id, job, arrival.context, arrival.deadline)
+        except RequestRejected:
+            self._release(ticket)
+            raise
+        except Exception as error:
+            if not isinstance(error, HandOffError):
+                logger.exception("hand-off failed unexpectedly")
+            self._release(ticket)
+            detail = str(error)[:200] if isinstance(error, HandOffError) else type(error).__name__
+            raise RequestRejected(errors.HANDOFF_FAILED, detail=detail, outcome=outcome.FAILED) from None
+
+    def _release(self, ticket: "Optional[Ticket]") -> None:
+        if ticket is not None:
+            self._once.release(ticket)
