@@ -21,29 +21,31 @@ class ConfigError(Exception):
         self.variable = variable
 
 
-SETTINGS_FIELDS = (
-    "token",
-    "aes_key",
-    "app_key",
-    "previous_keys",
-    "timestamp_tolerance_s",
-    "max_body_bytes",
-    "dedup_redis_url",
-    "dedup_ttl_s",
-    "dedup_in_flight_s",
-    "dedup_memory_entries",
-    "dedup_fail_closed",
-    "dedup_timeout_ms",
-    "defer_all",
-    "worker_function",
-    "worker_service",
-    "fc_endpoint",
-    "request_budget_ms",
-    "fc_version",
-)
-
-
-class Settings(namedtuple("Settings", SETTINGS_FIELDS)):
+class Settings(
+    namedtuple(
+        "Settings",
+        [
+            "token",
+            "aes_key",
+            "app_key",
+            "previous_keys",
+            "timestamp_tolerance_s",
+            "max_body_bytes",
+            "dedup_redis_url",
+            "dedup_ttl_s",
+            "dedup_in_flight_s",
+            "dedup_memory_entries",
+            "dedup_fail_closed",
+            "dedup_timeout_ms",
+            "defer_all",
+            "worker_function",
+            "worker_service",
+            "fc_endpoint",
+            "request_budget_ms",
+            "fc_version",
+        ],
+    )
+):
     """Everything the function needs, validated; built by :func:`load_settings`.
 
     Each field is named after its variable (``DINGTALK_DEDUP_TTL_SECONDS`` is ``dedup_ttl_s``).

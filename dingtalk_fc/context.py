@@ -27,8 +27,8 @@ def function_timeout_of(context: "Any") -> "Optional[float]":
 def platform_of(context: "Any") -> "Optional[str]":
     """FC 3.0 where the context can only be FC 3.0's (Python 3.12's: no ``service``, no
     ``credentials``); None where it cannot tell (FC 3.0's 3.9/3.10 contexts look like FC 2.0's)."""
-    if context is None or getattr(context, "function", None) is None:
-        return None
+    if getattr(context, "request_id", None) is None:
+        return None  # no FC context at all (a local run)
     if not hasattr(context, "service") and not hasattr(context, "credentials"):
         return FC3
     return None

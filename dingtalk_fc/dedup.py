@@ -70,6 +70,8 @@ class MemoryStore:
 
     def _make_room(self, now: float) -> None:
         """Drop expired claims, then done entries from the least recently used, until one fits."""
+        if len(self._in_flight) + len(self._done) < self._max_entries:
+            return  # the common case, without the method calls below (measured: 3 calls a claim)
         if len(self) >= self._max_entries:  # leases differ, so every claim is looked at (only when full)
             for expired in [key for key, (_token, expiry) in self._in_flight.items() if expiry <= now]:
                 del self._in_flight[expired]

@@ -7,7 +7,8 @@ import time
 
 from . import errors, outcome
 from .errors import RequestRejected
-from .records import describe, record_of
+from .events import bounded_text
+from .records import describe, elapsed_ms, record_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
@@ -18,7 +19,7 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
     from .once import Arrival, Once
     from .outcome import Outcome
     from .records import RecordWriter
-    from .router import Route, Router
+    from .router import Router
 
 logger = logging.getLogger("dingtalk_fc")
 
@@ -32,20 +33,23 @@ class Dispatcher:
         self.deferral = deferral
         self._defer_all = defer_all
 
-    def is_deferred(self, route: "Route") -> bool:
-        return route.deferred if route.deferred is not None else self._defer_all
-
     def dispatch(self, event: "Event", arrival: "Arrival") -> "Outcome":
         """Run or defer ``event``; raises :class:`RequestRejected` with the refusal."""
         route = self.router.route(event.type)
-        if route is not None and self.is_deferred(route):
+        if route is not None and (route.deferred if route.deferred is not None else self._defer_all):
             return self.deferral.defer(event, arrival)
         ticket = self.once.claim(self.once.key(event), arrival)
         return self.once.run(ticket, event, route, arrival)
 
     def guarded(self, event: "Event", arrival: "Arrival") -> "Outcome":
         """:meth:`dispatch` that never raises: a refusal or a bug is its outcome."""
-        return guarded(lambda: self.dispatch(event, arrival), arrival.request_id)
+        try:
+            return self.dispatch(event, arrival)
+        except RequestRejected as rejection:
+            return outcome.refused(rejection)
+        except Exception:
+            logger.exception("internal error (request %s)", arrival.request_id)
+            return outcome.refused(RequestRejected(errors.INTERNAL_ERROR, outcome=outcome.FAILED))
 
 
 def guarded(step: "Callable[[], Outcome]", request_id: str) -> "Outcome":
@@ -59,14 +63,6 @@ def guarded(step: "Callable[[], Outcome]", request_id: str) -> "Outcome":
         return outcome.refused(RequestRejected(errors.INTERNAL_ERROR, outcome=outcome.FAILED))
 
 
-def elapsed_ms(started: float) -> float:
-    """Milliseconds since ``started`` (a ``perf_counter`` reading), to the microsecond.
-
-    Integer division rather than ``round(x, 3)``, which costs more than the rest of the record.
-    """
-    return int((time.perf_counter() - started) * 1000000) / 1000
-
-
 def recorded(
     records: "RecordWriter", event: "Event", arrival: "Arrival", step: "Callable[[], Outcome]", **base: "Any"
 ) -> "Outcome":
@@ -74,7 +70,8 @@ def recorded(
     event that did not arrive as a push (recovery, re-drive) is processed and logged."""
     started = time.perf_counter()
     result = guarded(step, arrival.request_id)
-    record = {"request_id": arrival.request_id, "source": arrival.source, **base}
+    record = {"request_id": arrival.request_id, "source": arrival.source, "event_type": bounded_text(event.type)}
+    record.update(base)
     describe(event, record)
     record_of(result, record)
     record["latency_ms"] = elapsed_ms(started)

@@ -5,13 +5,11 @@ what happens next from it (a duplicate is not run, a failure is retried on the w
 record is built from it once, at the end (:func:`dingtalk_fc.records.record_of`).
 """
 
-from collections import namedtuple
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
-    from typing import Any, Optional
+    from typing import Any, Dict, Optional
 
-    from .errors import RequestRejected
+    from .errors import Problem, RequestRejected
 
 HANDLED = "handled"
 UNHANDLED = "unhandled"
@@ -26,23 +24,35 @@ HEALTH = "health"
 ACKNOWLEDGED = frozenset((HANDLED, UNHANDLED, DUPLICATE, DEFERRED, STORE_DOWN, HEALTH))
 
 
-class Outcome(namedtuple("Outcome", "name level problem detail fields")):
+class Outcome:
     """``name`` (one of the constants above), ``level`` (info, warning, error), ``problem``
     (the :class:`~dingtalk_fc.errors.Problem` of a refusal, else None), ``detail`` (a safe reason
     for the log, never event data) and ``fields`` (extra record fields: what a handler returned,
-    ``replay``, ``store_warning``, ``handler_warning``, ``error_type``)."""
+    ``replay``, ``store_warning``, ``handler_warning``, ``error_type``). Not to be changed once
+    made (slots rather than a namedtuple: cheaper to define at cold start)."""
 
-    __slots__ = ()
+    __slots__ = ("detail", "fields", "level", "name", "problem")
+
+    def __init__(
+        self, name: str, level: str, problem: "Optional[Problem]", detail: str, fields: "Dict[str, Any]"
+    ) -> None:
+        self.name = name
+        self.level = level
+        self.problem = problem
+        self.detail = detail
+        self.fields = fields
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.name!r}, {self.level!r}, {self.problem!r}, {self.detail!r})"
 
     @property
     def acknowledged(self) -> bool:
         """Whether DingTalk may be answered ``success``: the event ran, will run or ran before."""
         return self.problem is None and self.name in ACKNOWLEDGED
 
-    def with_fields(self, **fields: "Any") -> "Outcome":
-        merged = dict(self.fields)
-        merged.update(fields)
-        return self._replace(fields=merged)
+    def as_error(self, detail: "Optional[str]" = None) -> "Outcome":
+        """The same outcome logged as an error (with another ``detail``, if given)."""
+        return Outcome(self.name, "error", self.problem, self.detail if detail is None else detail, self.fields)
 
 
 def done(name: str, level: str = "info", detail: str = "", **fields: "Any") -> Outcome:
@@ -56,13 +66,3 @@ def refused(rejection: "RequestRejected", **fields: "Any") -> Outcome:
     level = "error" if problem.status >= 500 else "warning"
     fields.update(getattr(rejection, "fields", ()))  # what a failed handler's refusal adds
     return Outcome(rejection.outcome, level, problem, rejection.detail, fields)
-
-
-def worst(outcomes: "Any") -> "Optional[Outcome]":
-    """The first outcome DingTalk must not be told ``success`` for, if any (a delivery that carries
-    several events is answered for all of them: one failure makes DingTalk send it again, and the
-    events that ran are then duplicates)."""
-    for outcome in outcomes:
-        if not outcome.acknowledged:
-            return outcome
-    return None

@@ -10,9 +10,10 @@ then the event may have run.
 import json
 import logging
 import sys
+import time
 from collections.abc import Mapping
 
-from .events import IDENTIFIER_FIELDS, bounded_text
+from .events import IDENTIFIER_FIELDS, MAX_TEXT_CHARS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
@@ -81,12 +82,19 @@ def returned_fields(returned: "Any", event_type: str) -> "Dict[str, Any]":
     return fields
 
 
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since ``started`` (a ``perf_counter`` reading), to the microsecond, for a
+    record's ``latency_ms``. Integer division rather than ``round(x, 3)``, which costs more than
+    the rest of the record."""
+    return int((time.perf_counter() - started) * 1000000) / 1000
+
+
 def describe(event: "Event", record: "Dict[str, Any]") -> None:
-    """What a record says of its event: type, corp, idempotency key and identifiers (never free
-    text such as titles, never the plaintext)."""
-    record["event_type"] = bounded_text(event.type)
-    record["corp_id"] = bounded_text(event.corp_id)
-    record["event_id"] = bounded_text(event.key)
+    """What a record says of its event beyond its type: corp, idempotency key and identifiers
+    (never free text such as titles, never the plaintext)."""
+    corp_id = event.corp_id
+    record["corp_id"] = corp_id[:MAX_TEXT_CHARS] if corp_id else corp_id  # bounded_text, inlined (hot path)
+    record["event_id"] = event.key[:MAX_TEXT_CHARS]
     record.update(event.identifiers)
 
 

@@ -22,11 +22,12 @@ from . import dingtalk_api, errors, outcome
 from .config import ConfigError, _integer, _optional, _required
 from .context import function_timeout_of, platform_of
 from .deadline import Deadline
-from .dispatch import elapsed_ms, recorded
+from .dispatch import recorded
 from .errors import RequestRejected
 from .failed_items import event_from_item
 from .jobs import MAX_SEALED_TEXT_BYTES
 from .once import Arrival
+from .records import elapsed_ms
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
@@ -53,19 +54,13 @@ OUTCOME_COUNTERS = {
     "dedup_unavailable": "handled",  # the store was down, the handler ran (failing open)
 }  # anything else (failed, a store refusal) counts as failed
 
-RECOVERY_FIELDS = (
-    "app_key",
-    "app_secret",
-    "generation",
-    "api_base",
-    "oapi_base",
-    "api_timeout_s",
-    "budget_s",
-    "max_pages",
-)
 
-
-class RecoverySettings(namedtuple("RecoverySettings", RECOVERY_FIELDS)):
+class RecoverySettings(
+    namedtuple(
+        "RecoverySettings",
+        ["app_key", "app_secret", "generation", "api_base", "oapi_base", "api_timeout_s", "budget_s", "max_pages"],
+    )
+):
     """What a recovery run needs beyond the callback's settings; see :func:`load_recovery_settings`."""
 
     __slots__ = ()
@@ -133,7 +128,7 @@ def process(app: "App", event: "Event", arrival: Arrival, in_flight_s: float) ->
                 f"in flight elsewhere and not retried: redrive it from the journal once the in-flight "
                 f"lease ({int(in_flight_s)} s) has passed, if it did not complete"
             )
-            return outcome.refused(rejection)._replace(level="error", detail=detail)
+            return outcome.refused(rejection).as_error(detail)
 
     return recorded(app.records, event, arrival, step)
 

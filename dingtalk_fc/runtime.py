@@ -63,7 +63,8 @@ class Runtime:
         self._store: Any = None
         self._settings: Optional[Settings] = None
         self._shared: Any = None  # (once, jobs, wire), built with the settings
-        self._apps: Dict[str, App] = {}
+        self._apps: Dict[str, App] = {}  # by the platform resolved
+        self._loaded: Dict[Optional[str], App] = {}  # by the platform an entry point asked for
         self._error: Optional[ConfigError] = None
         self._lock = threading.Lock()
 
@@ -95,6 +96,9 @@ class Runtime:
     def load(self, platform: "Optional[str]" = None) -> App:
         """The function built for ``platform`` (the FC the entry point knows it runs on: None
         where it cannot tell); raises :class:`ConfigError` naming the variable at fault."""
+        app = self._loaded.get(platform)
+        if app is not None:  # every request after the first: one lookup
+            return app
         settings = self._load_settings()
         configured = settings.fc_version
         if platform and configured and platform != configured:
@@ -109,6 +113,7 @@ class Runtime:
             with self._lock:
                 app = self._apps.get(resolved) or self._build(settings, resolved)
                 self._apps[resolved] = app
+        self._loaded[platform] = app
         return app
 
     def run_worker(self, payload: bytes, request_id: str, context: "Any" = None) -> str:

@@ -6,7 +6,6 @@ Nothing here keeps state between requests or knows about stores, handlers or FC.
 
 import json
 import re
-from collections import namedtuple
 
 import dingtalk_crypto
 
@@ -22,12 +21,17 @@ MAX_NONCE_CHARS = 64
 TIMESTAMP_PATTERN = re.compile(r"[0-9]{1,16}\Z")  # milliseconds since the epoch
 
 
-class Opened(namedtuple("Opened", "cipher plaintext fingerprint")):
+class Opened:
     """A verified delivery: the key pair that signed it (``cipher``, which signs the reply), its
     decrypted ``plaintext`` and its ``fingerprint`` (the signature, which covers timestamp and
     nonce: it tells an exact replay of a request from a redelivery of its event)."""
 
-    __slots__ = ()
+    __slots__ = ("cipher", "fingerprint", "plaintext")
+
+    def __init__(self, cipher: dingtalk_crypto.DingTalkCrypto, plaintext: str, fingerprint: str) -> None:
+        self.cipher = cipher
+        self.plaintext = plaintext
+        self.fingerprint = fingerprint
 
 
 def parse_json(text: str, too_deep: Problem, invalid: Problem) -> "Any":
@@ -149,9 +153,3 @@ class Wire:
     def _check_timestamp(self, timestamp: str) -> None:
         if self._tolerance_ms and abs(self._clock() * 1000 - int(timestamp)) > self._tolerance_ms:
             raise RequestRejected(errors.STALE_TIMESTAMP)
-
-
-def reply(cipher: dingtalk_crypto.DingTalkCrypto, message: str = "success") -> bytes:
-    """The reply body, signed and encrypted with the pair that signed the request (DingTalk, until
-    its console is switched, reads replies only with the old pair)."""
-    return cipher.reply_body(message)

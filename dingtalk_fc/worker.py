@@ -14,11 +14,10 @@ from . import errors, outcome
 from .context import function_timeout_of
 from .deadline import Deadline
 from .defer import task_id_for
-from .dispatch import elapsed_ms
 from .errors import RequestRejected
 from .events import Event, bounded_text
 from .once import Arrival
-from .records import describe, record_of
+from .records import describe, elapsed_ms, record_of
 from .wire import parse_event
 
 TYPE_CHECKING = False
@@ -61,7 +60,7 @@ class Worker:
         try:
             result = self._run(payload, request_id, context, record, max_age_s or self._once.ttl_s)
         except RequestRejected as rejection:
-            result = outcome.refused(rejection)._replace(level="error")
+            result = outcome.refused(rejection).as_error()
             self._write(record, result, started)
             raise
         except Exception:
@@ -80,12 +79,13 @@ class Worker:
         if job.source != "push":
             record["source"] = bounded_text(job.source)
         event = Event(parse_event(job.plaintext), job.plaintext)
+        record["event_type"] = bounded_text(event.type)
         describe(event, record)
         arrival = Arrival(job.source, request_id, job.fingerprint, context, Deadline(self._budget_s))
         key = self._once.key(event)
         ticket = self._once.claim(key, arrival, token=task_id_for(key), adopt=True, lease_s=self._lease_s(context))
         # the claim's own budget is spent: running and completing get a fresh one
-        arrival = arrival._replace(deadline=Deadline(self._budget_s))
+        arrival = arrival.with_deadline(Deadline(self._budget_s))
         return self._once.run(ticket, event, self._router.route(event.type), arrival)
 
     def _lease_s(self, context: "Any") -> float:

@@ -1,6 +1,8 @@
 """Configuration read once at start: a value that cannot work, or settings that together would
 reopen a window for running an event twice, fail naming the variable."""
 
+import logging
+
 import pytest
 
 
@@ -44,3 +46,15 @@ def test_settings_that_would_reopen_a_window_are_refused(make_harness, environ, 
     reply = harness.send({"EventType": "check_url"})
     assert reply.status == 500
     assert harness.last_record["detail"].startswith(variable)
+
+
+def test_a_retired_variable_is_warned_about_and_ignored(make_harness, caplog):
+    harness = make_harness(DINGTALK_MAX_QUERY_BYTES="8192")
+    with caplog.at_level(logging.WARNING, logger="dingtalk_fc"):
+        harness.runtime.start()
+    assert [r.getMessage() for r in caplog.records] == [
+        "configuration: DINGTALK_MAX_QUERY_BYTES is no longer read: DingTalk's query is about 150 bytes, "
+        "and 4096 is fixed"
+    ]
+    reply = harness.send({"EventType": "check_url"})
+    assert harness.sender.check_reply(reply.status, reply.body) == "success"
