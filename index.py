@@ -8,6 +8,7 @@
 * ``dead_letter(event, context)``: the worker's on-failure destination.
 """
 
+import dingtalk_fc.packaged_settings  # noqa: F401  (first: the package's settings into os.environ)
 from dingtalk_fc import wsgi
 from dingtalk_fc.runtime import Runtime
 from handlers import router
