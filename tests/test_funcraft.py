@@ -1,6 +1,7 @@
 """Funcraft's way: template.yml under the real `fun validate` and `fun build`, with the
 callback, worker, recovery timer and dead-letter destination it declares."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,9 +23,11 @@ def load_template(path=TEMPLATE):
         return yaml.safe_load(source)
 
 
-def fun_validate(path):
+def fun_validate(*paths):
+    """The real `fun validate` of ``paths`` layered (each a `-t`), as `fun local` merges them."""
     env = {**os.environ, "FUN_DISABLE_VERSION_CHECK": "1"}
-    return subprocess.run([FUN, "validate", "-t", path], env=env, capture_output=True, text=True, timeout=120)
+    command = [FUN, "validate"] + [arg for path in paths for arg in ("-t", path)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
 
 def without_vpc(template):
@@ -183,3 +186,38 @@ def test_template_worker_timeout_is_below_the_lease():
         template = yaml.load(source, Loader=AnyTag)
     worker = template["Resources"]["dingtalk-callback"]["worker"]["Properties"]
     assert worker["Timeout"] < load_settings(TEST_ENV).dedup_in_flight_s
+
+
+MERGE = """
+const { getTpl } = require(process.argv[1]);
+getTpl(...process.argv.slice(2)).then((tpl) => console.log(JSON.stringify(tpl)));
+"""
+LOCAL_OVERLAY = os.path.join(ROOT, "events", "fun-local.yml")
+
+
+def test_fun_local_overlay_hands_the_container_strings_with_the_demo_keys():
+    """`fun local start -t template.yml -t events/fun-local.yml`: merged by Funcraft's own code,
+    every function variable is a string (never `[object Object]`), the callback and the worker
+    get `make run`'s demo keys (the samples in events/ are signed with them), no Redis."""
+    from dingtalk_fc_dev.demo import DEMO_ENVIRONMENT
+
+    assert fun_validate(TEMPLATE, LOCAL_OVERLAY).returncode == 0
+    tpl = os.path.join(ROOT, "node_modules", "@alicloud", "fun", "lib", "tpl.js")
+    merged = subprocess.run(
+        ["node", "-e", MERGE, tpl, TEMPLATE, LOCAL_OVERLAY], capture_output=True, text=True, check=True, timeout=60
+    )
+    service = json.loads(merged.stdout)["Resources"][SERVICE]
+    for name in ("callback", "worker", "recover", "dead-letter"):
+        environment = service[name]["Properties"].get("EnvironmentVariables", {})
+        assert all(isinstance(value, str) for value in environment.values())
+    for name in ("callback", "worker"):
+        environment = service[name]["Properties"]["EnvironmentVariables"]
+        assert {k: environment[k] for k in DEMO_ENVIRONMENT} == DEMO_ENVIRONMENT
+        assert environment["DINGTALK_DEDUP_REDIS_URL"] == ""  # set, so the package's Redis URL does not apply
+        assert (
+            environment["DINGTALK_WORKER_FUNCTION"]
+            == load_template()["Resources"][SERVICE][name]["Properties"]["EnvironmentVariables"][
+                "DINGTALK_WORKER_FUNCTION"
+            ]
+        )
+    assert service["callback"]["Properties"]["Handler"] == "index.handler"  # a layer, not a replacement
