@@ -121,7 +121,7 @@ class FcDeployApi:
     def answer(self, method: str, raw_path: str, headers: Dict[str, str], body: bytes) -> Tuple[int, Any]:
         lowered = {name.lower(): value for name, value in headers.items()}
         path = urlsplit(raw_path).path
-        entry = {"method": method, "path": path}  # type: Dict[str, Any]
+        entry = {"method": method, "path": path, "chunked": lowered.get("transfer-encoding") == "chunked"}
         try:
             self.authenticate(method, path, lowered, body)
             if not path.startswith(PREFIX):
@@ -222,6 +222,7 @@ class FcDeployApi:
             with open(path, "wb") as out:
                 out.write(archive)
             fields.update(codeSize=len(archive), codeChecksum=hashlib.sha256(archive).hexdigest(), zip=path)
+            entry["code"] = path
         elif method == "POST":
             raise ApiError(400, "InvalidArgument", "code is required")
         entry["body"] = dict(fields)
