@@ -75,8 +75,11 @@ def bake(root: str, output: str) -> str:
         return f"no {DOTENV}: the package carries no settings (the function needs them in its environment)"
     with open(path, encoding="utf-8") as source:
         settings, left_out = function_settings(parse(source.read()))
+    if not settings:  # only the tools' credentials: the settings are set elsewhere (s, the shell)
+        return f"{DOTENV} holds no function settings: the package carries none"
     try:
-        load_settings(settings)
+        if any(name.startswith("DINGTALK_") for name in settings):
+            load_settings(settings)
     except ConfigError as error:
         raise DotenvError(f"{DOTENV}: {error}") from None
     with open(os.path.join(output, FILE_NAME), "w", encoding="utf-8") as out:

@@ -208,7 +208,7 @@ def bake_settings(runtime: str, root: str, output: str) -> None:
     import dotenv_settings  # imports the project's dingtalk_fc: not needed by --list-own
 
     try:
-        print(dotenv_settings.bake(root, output))
+        print("note: " + dotenv_settings.bake(root, output), file=sys.stderr)  # stdout: the zip's line
     except dotenv_settings.DotenvError as error:
         raise PackageError(str(error)) from None
 
