@@ -47,7 +47,10 @@ bench: $(VENV_STAMP)
 
 # One zip per runtime, where template.yml and s.yaml expect them: build/run-make-package/python3.zip
 # (Funcraft, Python 3.6) and build/run-make-package/python3.10.zip (Serverless Devs fc3, Python 3.10).
+# The python3 zip also carries the function's settings from the untracked .env (docs/deploy.md);
+# a template.packaged.yml left by `fun package` would win over `fun build` in `fun deploy`.
 package: $(VENV_STAMP)
+	rm -f template.packaged.yml
 	$(PY) tools/package.py --runtime python3
 	$(PY) tools/package.py --runtime python3.10
 

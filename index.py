@@ -8,10 +8,13 @@
 * ``dead_letter(event, context)``: the worker's on-failure destination.
 """
 
-from dingtalk_fc import wsgi
+from dingtalk_fc import packaged_settings, wsgi
 from dingtalk_fc.context import request_id_of
 from dingtalk_fc.runtime import Runtime
-from handlers import router
+
+packaged_settings.apply()  # before handlers.py, which may read its own variables at import
+
+from handlers import router  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start

@@ -39,6 +39,8 @@ PREVIOUS_KEYS = {
 CANARY = "PLAINTEXT-CANARY-7f3a9c"
 SECRET_NOTE = "Zq8" + "x7Kd2PmV9rTb4NcW6yHf3LsJ1gQa5uE0"  # plaintext bytes that must never be logged
 APP_SECRET = "AppSecretUsedOnlyInTests0c4b2e9f"  # recovery's DINGTALK_APP_SECRET
+REDIS_PASSWORD = "RedisPasswordUsedOnlyInTests5e1d"  # in the deploy tests' DINGTALK_DEDUP_REDIS_URL
+DEPLOY_KEY_SECRET = "DeployKeySecretUsedOnlyInTests7a2c"  # the deploy tests' ACCESS_KEY_SECRET
 ACCESS_TOKEN_MARKER = "AccessTokenMarker9d1e"  # in every token tests/stubs/dingtalk_api.py issues
 LEAK_MARKERS = [
     TEST_ENV["DINGTALK_TOKEN"],
@@ -51,6 +53,8 @@ LEAK_MARKERS = [
     "test-security-token",
     APP_SECRET,
     ACCESS_TOKEN_MARKER,
+    REDIS_PASSWORD,
+    DEPLOY_KEY_SECRET,
 ]
 
 _leaks = []  # type: List[str]
@@ -172,14 +176,15 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    def __init__(self, password: str = "") -> None:
         self.directory = tempfile.mkdtemp(prefix="redis-test-")
         self.port = 0
+        self.password = password  # requirepass, in the URL as redis://:password@...
         self.process = None  # type: Optional[subprocess.Popen]
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{':' + self.password + '@' if self.password else ''}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.port = self.port or free_port()
@@ -196,6 +201,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 self.directory,
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

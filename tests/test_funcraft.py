@@ -1,6 +1,7 @@
 """Funcraft's way: template.yml under the real `fun validate` and `fun build`, with the
 callback, worker, recovery timer and dead-letter destination it declares."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,16 +23,17 @@ def load_template(path=TEMPLATE):
         return yaml.safe_load(source)
 
 
-def fun_validate(path):
-    return subprocess.run([FUN, "validate", "-t", path], capture_output=True, text=True, timeout=120)
+def fun_validate(*paths):
+    """The real `fun validate` of ``paths`` layered (each a `-t`), as `fun local` merges them."""
+    env = {**os.environ, "FUN_DISABLE_VERSION_CHECK": "1"}
+    command = [FUN, "validate"] + [arg for path in paths for arg in ("-t", path)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
 
 def without_vpc(template):
     """The variant without Redis: the in-memory store, no VPC."""
     service = template["Resources"]["dingtalk-callback"]
     del service["Properties"]["VpcConfig"]
-    del service["callback"]["Properties"]["EnvironmentVariables"]["DINGTALK_DEDUP_REDIS_URL"]
-    del template["Parameters"]["DedupRedisUrl"]
 
 
 @pytest.mark.parametrize("mutate", [None, without_vpc], ids=["as shipped: HTTPS, Redis in a VPC", "no VPC"])
@@ -44,6 +46,7 @@ def test_template_passes_fun_validate(tmp_path, mutate):
         path.write_text(yaml.safe_dump(template))
     result = fun_validate(str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout + result.stderr == ""  # what success looks like (docs/deploy.md)
 
 
 @pytest.mark.parametrize(
@@ -77,16 +80,14 @@ def test_template_declares_the_function_the_product_needs():
     assert callback["Initializer"] == "index.initializer"
     assert callback["Runtime"] == "python3"
     environment = callback["EnvironmentVariables"]
-    parameters = load_template()["Parameters"]
-    for variable, parameter in [
-        ("DINGTALK_TOKEN", "DingTalkToken"),
-        ("DINGTALK_AES_KEY", "DingTalkAesKey"),
-        ("DINGTALK_APP_KEY", "DingTalkAppKey"),
-        ("DINGTALK_DEDUP_REDIS_URL", "DedupRedisUrl"),
-    ]:
-        assert environment[variable] == {"Ref": parameter}  # a value never sits in the file
-    secrets = ("DingTalkToken", "DingTalkAesKey", "DingTalkAppSecret", "DedupRedisUrl")
-    assert all(parameters[name]["NoEcho"] for name in secrets)
+    assert "Parameters" not in load_template()  # plain `fun deploy` substitutes nothing
+    secrets = ("DINGTALK_TOKEN", "DINGTALK_AES_KEY", "DINGTALK_APP_SECRET", "DINGTALK_DEDUP_REDIS_URL")
+    for function in ("callback", "worker", "recover", "dead-letter"):
+        variables = service[function]["Properties"].get("EnvironmentVariables", {})
+        assert all(isinstance(value, str) for value in variables.values())  # fun refuses anything else
+        assert not set(secrets) & set(variables)  # the package carries them, from the untracked .env
+    assert service["Properties"]["Role"].startswith("acs:ram::")  # no RAM calls from `fun deploy`
+    assert "Policies" not in service["Properties"]
     assert environment["DINGTALK_WORKER_FUNCTION"] == "worker"
     assert set(service["Properties"]["VpcConfig"]) == {"VpcId", "VSwitchIds", "SecurityGroupId"}
     trigger = service["callback"]["Events"]["http-trigger"]
@@ -144,7 +145,6 @@ def test_template_declares_the_recovery_timer_and_the_dead_letter_destination():
     recover = service["recover"]
     assert recover["Properties"]["Handler"] == "index.recover"
     assert recover["Properties"]["Runtime"] == "python3"
-    assert "DINGTALK_APP_SECRET" in recover["Properties"]["EnvironmentVariables"]
     assert recover["Properties"]["Timeout"] >= 240 + 20  # the default budget and its margin
     (trigger,) = recover["Events"].values()
     assert trigger["Type"] == "Timer"
@@ -152,7 +152,8 @@ def test_template_declares_the_recovery_timer_and_the_dead_letter_destination():
     assert trigger["Properties"]["Enable"] is True
     assert service["dead-letter"]["Properties"]["Handler"] == "index.dead_letter"
     destination = service["worker"]["Properties"]["AsyncConfiguration"]["Destination"]["OnFailure"]
-    assert destination.startswith("acs:fc:")
+    assert destination.startswith("acs:fc:::")  # Funcraft fills in the region and the account
+    assert list(service).index("dead-letter") < list(service).index("worker")  # the destination exists first
     assert destination.endswith(f"services/{SERVICE}.LATEST/functions/dead-letter")
 
 
@@ -185,3 +186,38 @@ def test_template_worker_timeout_is_below_the_lease():
         template = yaml.load(source, Loader=AnyTag)
     worker = template["Resources"]["dingtalk-callback"]["worker"]["Properties"]
     assert worker["Timeout"] < load_settings(TEST_ENV).dedup_in_flight_s
+
+
+MERGE = """
+const { getTpl } = require(process.argv[1]);
+getTpl(...process.argv.slice(2)).then((tpl) => console.log(JSON.stringify(tpl)));
+"""
+LOCAL_OVERLAY = os.path.join(ROOT, "events", "fun-local.yml")
+
+
+def test_fun_local_overlay_hands_the_container_strings_with_the_demo_keys():
+    """`fun local start -t template.yml -t events/fun-local.yml`: merged by Funcraft's own code,
+    every function variable is a string (never `[object Object]`), the callback and the worker
+    get `make run`'s demo keys (the samples in events/ are signed with them), no Redis."""
+    from dingtalk_fc_dev.demo import DEMO_ENVIRONMENT
+
+    assert fun_validate(TEMPLATE, LOCAL_OVERLAY).returncode == 0
+    tpl = os.path.join(ROOT, "node_modules", "@alicloud", "fun", "lib", "tpl.js")
+    merged = subprocess.run(
+        ["node", "-e", MERGE, tpl, TEMPLATE, LOCAL_OVERLAY], capture_output=True, text=True, check=True, timeout=60
+    )
+    service = json.loads(merged.stdout)["Resources"][SERVICE]
+    for name in ("callback", "worker", "recover", "dead-letter"):
+        environment = service[name]["Properties"].get("EnvironmentVariables", {})
+        assert all(isinstance(value, str) for value in environment.values())
+    for name in ("callback", "worker"):
+        environment = service[name]["Properties"]["EnvironmentVariables"]
+        assert {k: environment[k] for k in DEMO_ENVIRONMENT} == DEMO_ENVIRONMENT
+        assert environment["DINGTALK_DEDUP_REDIS_URL"] == ""  # set, so the package's Redis URL does not apply
+        assert (
+            environment["DINGTALK_WORKER_FUNCTION"]
+            == load_template()["Resources"][SERVICE][name]["Properties"]["EnvironmentVariables"][
+                "DINGTALK_WORKER_FUNCTION"
+            ]
+        )
+    assert service["callback"]["Properties"]["Handler"] == "index.handler"  # a layer, not a replacement

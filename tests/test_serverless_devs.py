@@ -4,6 +4,7 @@ the fc3 component's schema, for the callback, worker, recovery timer and dead-le
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -24,25 +25,26 @@ DEPLOY_ENV = {
 DUMMY_PEM = "-----BEGIN CERTIFICATE-----\nZHVtbXk=\n-----END CERTIFICATE-----\n"
 
 
-def s_preview(path, home):
+def s_preview(path, home, environ=DEPLOY_ENV, certificates=True):
     """`s preview` of ``path`` next to placeholder certificates (certs/ is not in the repository)."""
     folder = os.path.dirname(path)
-    os.makedirs(os.path.join(folder, "certs"), exist_ok=True)
-    for name in ("fullchain.pem", "privkey.pem"):
-        with open(os.path.join(folder, "certs", name), "w") as out:
-            out.write(DUMMY_PEM)
-    env = {**os.environ, **DEPLOY_ENV, "HOME": str(home)}
+    if certificates:
+        os.makedirs(os.path.join(folder, "certs"), exist_ok=True)
+        for name in ("fullchain.pem", "privkey.pem"):
+            with open(os.path.join(folder, "certs", name), "w") as out:
+                out.write(DUMMY_PEM)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DINGTALK_")}, **environ, "HOME": str(home)}
     return subprocess.run(
         [S, "preview", "-t", path, "-o", "json"], cwd=folder, env=env, capture_output=True, text=True, timeout=120
     )
 
 
-def render_s_yaml(tmp_path, home, mutate=None):
+def render_s_yaml(tmp_path, home, mutate=None, environ=DEPLOY_ENV):
     with open(os.path.join(ROOT, "s.yaml"), encoding="utf-8") as source:
         text = source.read()
     copy = tmp_path / "s.yaml"
     copy.write_text(mutate(text) if mutate else text)
-    result = s_preview(str(copy), home)
+    result = s_preview(str(copy), home, environ)
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout[result.stdout.index("{") :])
 
@@ -146,3 +148,34 @@ def test_s_yaml_declares_recovery_and_dead_letter_for_fc3(tmp_path, s_home):
         schema = json.load(source)
     for props in (recover, dead_letter):
         jsonschema.validate(props, schema)
+
+
+def test_s_reads_the_untracked_dotenv_as_make_package_does(tmp_path, s_home):
+    """The one-time setup is the same for both ways: `s` fills s.yaml from the `.env` next to it,
+    and reads each value as tools/dotenv_settings.py does for the python3 package."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from dotenv_settings import parse
+
+    dotenv = (
+        "# the same file Funcraft and make package read\n"
+        f"DINGTALK_TOKEN={DEPLOY_ENV['DINGTALK_TOKEN']}  # a comment\n"
+        f"export DINGTALK_AES_KEY='{DEPLOY_ENV['DINGTALK_AES_KEY']}'\n"
+        f"DINGTALK_APP_KEY = {DEPLOY_ENV['DINGTALK_APP_KEY']}\n"
+        'DINGTALK_APP_SECRET="dummy app # secret"\n'
+        f"DINGTALK_DEDUP_REDIS_URL={DEPLOY_ENV['DINGTALK_DEDUP_REDIS_URL']}\n"
+    )
+    (tmp_path / ".env").write_text(dotenv)
+    rendered = render_s_yaml(tmp_path, s_home, environ={})
+    recover = rendered["resources"]["recover"]["props"]["environmentVariables"]
+    parsed = parse(dotenv)
+    assert {name: recover[name] for name in parsed} == parsed
+    assert parsed["DINGTALK_APP_SECRET"] == "dummy app # secret"
+
+
+def test_s_preview_needs_the_certificate_files(tmp_path, s_home):
+    """What docs/deploy.md warns about: without certs/, `s preview` stops naming the file."""
+    copy = tmp_path / "s.yaml"
+    copy.write_text((Path(ROOT) / "s.yaml").read_text())
+    result = s_preview(str(copy), s_home, certificates=False)
+    assert result.returncode != 0
+    assert "file('./certs/fullchain.pem') not found" in result.stdout + result.stderr

@@ -187,6 +187,7 @@ def build(runtime: str, output: str, root: str = ROOT) -> str:
     if os.path.exists(output):
         shutil.rmtree(output)
     os.makedirs(output)
+    bake_settings(runtime, root, output)  # first: a bad .env fails before the download
     install_dependencies(requirements, output, python_version, locked)
     for name in own_modules(root):
         source = os.path.join(root, name)
@@ -197,6 +198,19 @@ def build(runtime: str, output: str, root: str = ROOT) -> str:
     prune(output)
     compile_bytecode(output, python_version)
     return output
+
+
+def bake_settings(runtime: str, root: str, output: str) -> None:
+    """Funcraft's python3 package carries the function's settings from the untracked ``.env``:
+    plain ``fun deploy`` cannot take them from anywhere but a tracked template (docs/deploy.md)."""
+    if runtime != LOCKED_RUNTIME:
+        return
+    import dotenv_settings  # imports the project's dingtalk_fc: not needed by --list-own
+
+    try:
+        print("note: " + dotenv_settings.bake(root, output), file=sys.stderr)  # stdout: the zip's line
+    except dotenv_settings.DotenvError as error:
+        raise PackageError(str(error)) from None
 
 
 def write_zip(folder: str, archive: str) -> int:
