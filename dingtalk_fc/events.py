@@ -70,6 +70,8 @@ _SPELLINGS = {
     for rank, spelling in enumerate(spellings)
 }
 _SPELLING_SET = frozenset(_SPELLINGS)
+# Logged as lists whichever shape the event gives (SyncHTTP's ``userid`` is one string).
+_LIST_FIELDS = frozenset(("user_ids", "dept_ids", "label_ids"))
 
 
 def extract_identifiers(data: "Mapping[str, Any]") -> "Dict[str, Any]":
@@ -94,7 +96,7 @@ def extract_identifiers(data: "Mapping[str, Any]") -> "Dict[str, Any]":
         field, rank = _SPELLINGS[spelling]
         known = found.get(field)
         if known is None or known[0] > rank:
-            found[field] = (rank, value)
+            found[field] = (rank, [value] if field in _LIST_FIELDS and kind is not list else value)
     return {field: ranked[1] for field, ranked in found.items()}
 
 

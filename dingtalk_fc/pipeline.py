@@ -23,6 +23,7 @@ from .events import SUITE_URL_CHECKS, URL_CHECKS, Event, bounded_text
 from .jobs import MAX_JOB_BYTES, MAX_SEALED_TEXT_BYTES, JobSealer
 from .records import RecordWriter, merge_returned
 from .router import Route, Router
+from .synchttp import SYNC_HTTP_TYPES, item_events
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
@@ -244,6 +245,29 @@ class CallbackPipeline:
             record["level"] = "info"
             random = data.get("Random") if event_type in SUITE_URL_CHECKS else None
             return self._success(cipher, random if isinstance(random, str) else None)
+        if event_type in SYNC_HTTP_TYPES:  # several business events: each its own key and record
+            failure = None  # type: Optional[RequestRejected]
+            items = item_events(data)
+            for position, item in enumerate(items):
+                item_record = {"request_id": request.request_id, "sync_item": position}  # type: Dict[str, Any]
+                try:
+                    if isinstance(item, RequestRejected):
+                        raise item
+                    item_record["event_type"] = bounded_text(item.type)
+                    self._deliver(item, signature, request.request_id, request.context, item_record, deadline)
+                except Exception as error:  # one item never costs the others; the reply tells DingTalk
+                    if not isinstance(error, RequestRejected):
+                        logger.exception("internal error (request %s)", request.request_id)
+                        error = RequestRejected(errors.INTERNAL_ERROR, outcome="failed")
+                    failure = failure or error
+                    refuse(error, item_record)
+                self._records.write(item_record)
+            record["items"] = len(items)
+            if failure is not None:  # not success: DingTalk delivers again, the done items are duplicates
+                raise failure
+            record["outcome"] = "handled"
+            record["level"] = "info"
+            return self._success(cipher)
         # the signature covers timestamp and nonce: it tells an exact replay from a redelivery
         self._deliver(Event(data, plaintext), signature, request.request_id, request.context, record, deadline)
         return self._success(cipher)
