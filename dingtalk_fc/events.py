@@ -8,8 +8,10 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
     from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 CHECK_URL = "check_url"
-# Third-party (ISV) suites' URL checks: the reply carries the plaintext's ``Random`` value
-# instead of "success", as DingTalk's official ISV sample answers them.
+# Third-party (ISV) suites' URL checks, answered with the encrypted "success" like check_url: the
+# current docs say so for check_create_suite_url (kb:0243, kb:0350) and DingTalk's ISV quick-start
+# demo (opendingtalk/eapp-isv-quick-start-java, CallbackController) replies "success" to every
+# event; only an older ISV demo encrypted the plaintext's ``Random`` instead.
 SUITE_URL_CHECKS = ("check_create_suite_url", "check_update_suite_url")
 URL_CHECKS = (CHECK_URL, *SUITE_URL_CHECKS)
 

@@ -19,7 +19,7 @@ from .config import Settings
 from .deadline import Deadline
 from .dedup import CLAIMED, DONE, Claim, StoreFull, StoreUnavailable
 from .errors import Problem, RequestRejected
-from .events import SUITE_URL_CHECKS, URL_CHECKS, Event, bounded_text
+from .events import URL_CHECKS, Event, bounded_text
 from .jobs import MAX_JOB_BYTES, MAX_SEALED_TEXT_BYTES, JobSealer
 from .records import RecordWriter, merge_returned
 from .router import Route, Router
@@ -243,8 +243,7 @@ class CallbackPipeline:
         if event_type in URL_CHECKS:  # answered here, with no I/O
             record["outcome"] = "handled"
             record["level"] = "info"
-            random = data.get("Random") if event_type in SUITE_URL_CHECKS else None
-            return self._success(cipher, random if isinstance(random, str) else None)
+            return self._success(cipher)  # suite URL checks too: see events.SUITE_URL_CHECKS
         if event_type in SYNC_HTTP_TYPES:  # several business events: each its own key and record
             failure = None  # type: Optional[RequestRejected]
             items = item_events(data)
