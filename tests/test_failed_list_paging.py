@@ -2,6 +2,7 @@
 twice, nothing is skipped without the summary saying so, and the run ends within its budget."""
 
 import collections
+import json
 import time
 
 import pytest
@@ -110,3 +111,29 @@ def test_a_window_over_a_page_within_one_millisecond_stops_and_says_so(keeping_l
     assert ran == {f"ev-{n}": 1 for n in range(100)}
     assert (summary["stopped"], summary["level"]) == ("not_consumed", "error")
     assert "within 1 ms" in summary["detail"]
+
+
+def test_a_dry_run_over_a_list_that_keeps_what_it_returns_prints_each_item_once(monkeypatch, capsys):
+    import io
+    import sys
+    import types
+
+    from dingtalk_fc_dev import cli as dev_cli
+
+    stub = DingTalkApiStub(APP_KEY, APP_SECRET, clear_on_read=False)
+    try:
+        stub.add(*(legacy_item(event(n)) for n in range(250)))
+        monkeypatch.setitem(sys.modules, "handlers", types.SimpleNamespace(router=Router()))
+        environ = {**TEST_ENV, "DINGTALK_APP_SECRET": APP_SECRET, "DINGTALK_OAPI_BASE": stub.base}
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        out = io.StringIO()
+        assert dev_cli.main(["recover", "--dry-run"], out) == 0
+    finally:
+        stub.close()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event_id"] for line in lines] == [f"ev-{n}" for n in range(200)]  # the page, once
+    assert len(stub.calls("/call_back/get_call_back_failed_result")) == 2
+    err = capsys.readouterr().err
+    assert "200 item(s)" in err
+    assert "keeps what it returns; more remain" in err  # the 50 it could not list are not passed over in silence

@@ -155,3 +155,22 @@ def test_a_malformed_item_is_refused_alone_and_a_malformed_envelope_whole(isv):
     status, body = send(isv, {"EventType": "SYNC_HTTP_PUSH_HIGH", "bizData": "not a list"})
     assert (status, json.loads(body)["errcode"]) == (400, 900112)
     assert isv.ran == {"user_modify_org": 1}
+
+
+def test_a_deferred_item_runs_on_the_worker_under_its_own_key(make_harness):
+    tickets = []
+    router = Router()
+    router.on("suite_ticket", deferred=True)(lambda event: tickets.append(event.get("suiteTicket")))
+    router.on("user_modify_org")(lambda event: None)
+    harness = make_harness(router, run_deferred=True)
+    assert harness.sender.check_reply(*send(harness, delivery(ticket("T1"), user_change()))) == "success"
+    [run] = harness.wait_for_workers()
+    assert run.outcome == "handled"
+    assert tickets == ["T1"]
+    deferred = [r for r in item_records(harness) if r["event_type"] == "suite_ticket"]
+    assert [r["outcome"] for r in deferred] == ["deferred"]
+    [worker] = harness.worker_records
+    assert worker["event_id"] == deferred[0]["event_id"]  # the worker derives the same key
+    assert harness.sender.check_reply(*send(harness, delivery(ticket("T1"), user_change()))) == "success"
+    assert [r["outcome"] for r in item_records(harness)[2:]] == ["duplicate", "duplicate"]
+    assert tickets == ["T1"]
