@@ -155,3 +155,19 @@ def test_events_with_an_unknown_type_is_one_line_and_exit_2():
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith("error: unknown event type 'no_such_event'")
+
+
+def test_trigger_sends_a_documented_variant(monkeypatch, start_server):
+    import io
+
+    from dingtalk_fc_dev import cli
+
+    for name, value in TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    server = start_server()
+    out = io.StringIO()
+    assert cli.main(["trigger", "bpms_task_change", "--variant", "redirect", "--url", server.url], out=out) == 0
+    assert cli.main(["trigger", "meetingroom_book", "--variant", "bookCancel", "--url", server.url], out=out) == 0
+    approval, cancellation = server.records()
+    assert (approval["change_type"], approval["result"]) == ("finish", "redirect")
+    assert (cancellation["change_type"], cancellation["book_id"]) == ("bookCancel", "ding234xxxx")
