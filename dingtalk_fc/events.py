@@ -107,6 +107,7 @@ def extract_identifiers(data: "Mapping[str, Any]") -> "Dict[str, Any]":
 # approvals and HR events.
 USER_ID_FIELDS = ("userId", "UserId", "userIdList", "UserIdList", "userid", "userIds", "UserIds")
 USER_FALLBACK_FIELDS = ("owner", "Owner", "staffId", "StaffId")
+_USER_FIELDS = USER_ID_FIELDS + USER_FALLBACK_FIELDS
 DEPT_ID_FIELDS = ("deptId", "DeptId", "deptIds")
 CORP_ID_FIELDS = ("CorpId", "corpId", "corpid", "AuthCorpId")
 # Attendance events carry their users inside a list of records.
@@ -168,7 +169,7 @@ class Event:
         """The users the event is about, whichever documented spelling carries them (see
         :data:`USER_ID_FIELDS`; then the new chat owner or the staff member; then the users of
         an attendance event's records); ``[]`` when it names none."""
-        for field in USER_ID_FIELDS + USER_FALLBACK_FIELDS:
+        for field in _USER_FIELDS:
             value = self.data.get(field)
             if value is not None:
                 return _as_list(value)
