@@ -36,13 +36,19 @@ router = Router()
     "label_conf_modify",
 )
 def address_book(event: Event) -> dict:
-    """Hires, leavers, profile and department changes: sync your directory or IAM here."""
+    """Hires, leavers, profile and department changes: sync your directory or IAM here.
+    ``event.user_ids`` and ``event.dept_ids`` read every spelling (``userId``, ``UserId``,
+    ``userIdList``, recovered ``userid``); ``user_modify_org`` carries ``diffInfo`` (prev/curr)."""
     return {"family": "address_book"}
 
 
-@router.on("bpms_task_change", "bpms_instance_change")
+@router.on("bpms_task_change", "bpms_instance_change", "workflow_form_change")
 def approval(event: Event) -> dict:
-    """Approval tasks and instances (start, finish, terminate; agree, refuse)."""
+    """Approvals. ``bpms_instance_change``: ``type`` start, finish, terminate or delete, and
+    ``result`` agree or refuse only when ``type`` is finish. ``bpms_task_change``: ``type`` start,
+    finish or cancel (or-sign: another approver acted first), ``result`` agree, refuse or redirect
+    (handed to another approver: not an approval). ``workflow_form_change``: a template changed.
+    Legacy pushes carry only ``corpId``. Fields: ``python -m dingtalk_fc_dev events bpms_task_change``."""
     return {"family": "approval"}
 
 
@@ -55,7 +61,8 @@ def approval(event: Event) -> dict:
     "chat_disband",
 )
 def group_chat(event: Event) -> dict:
-    """Group chat membership, ownership and title changes."""
+    """Group chats: members in ``userId`` (add/remove only), the new ``owner``, the new ``title``,
+    the ``operator``; ``openConversationId`` is the id the current IM APIs take."""
     return {"family": "group_chat"}
 
 
@@ -64,27 +71,55 @@ def group_chat(event: Event) -> dict:
     "attendance_check_record",
     "attendance_schedule_change",
     "attendance_overtime_duration",
+    "attendance_approve_status_change",
+    "attend_bossCheck_change",
+    "attend_group_change",
+    "attend_shift_change",
 )
 def attendance(event: Event) -> dict:
-    """Check-ins, punch records, schedule changes and overtime."""
+    """Check-ins, punches (records in ``dataList``; ``checkByUser`` false is a system replay, not
+    a punch), overtime (``userid``, ``overtimeDay``, ``overtimeHour``), leave/overtime/trip
+    approvals (``approveType``, ``status``), attendance results, groups and shifts."""
     return {"family": "attendance"}
 
 
 @router.on("meetingroom_book", "meetingroom_room_info")
 def meeting_room(event: Event) -> dict:
-    """Meeting room bookings and room changes."""
+    """Meeting rooms: ``eventSubType`` says what happened (bookSuccess, bookCancel, ...; create,
+    update, del); a cancellation carries only ``bookId`` to match it to its booking."""
     return {"family": "meeting_room"}
 
 
 @router.on("hrm_user_record_change", "hrm_mdm_user_change")
 def hr(event: Event) -> dict:
-    """Smart HR (智能人事) records: ``actionType`` says what changed for ``staffId``."""
+    """Smart HR (智能人事): ``hrm_user_record_change`` (``actionType``, ``staffId``: the file changed,
+    read it through the API); ``hrm_mdm_user_change`` (``changeType`` 1 hire, 2 regularisation,
+    3 transfer, 4 leave, 8 promotion, for ``staffId``)."""
     return {"family": "hr"}
 
 
-@router.on("suite_ticket", "tmp_auth_code", "change_auth")
+@router.on("calendar_event_change", "todo_task_create", "todo_task_update", "todo_task_delete")
+def collaboration(event: Event) -> dict:
+    """Calendar events and to-do tasks (``taskId``, users as ``UnionIdList``)."""
+    return {"family": "collaboration"}
+
+
+@router.on(
+    "suite_ticket",
+    "tmp_auth_code",
+    "change_auth",
+    "suite_relieve",
+    "org_micro_app_stop",
+    "org_micro_app_restore",
+    "org_suite_auth",
+    "org_suite_change",
+    "org_suite_relieve",
+)
 def third_party_suite(event: Event) -> dict:
-    """Events only third-party (ISV) apps receive (their URL checks are answered built in)."""
+    """Third-party (ISV) apps. Over SyncHTTP each ``bizData`` item arrives here as its own event,
+    typed by its ``syncAction`` (``suite_ticket`` with ``suiteTicket``, ``org_suite_auth``, ...);
+    the legacy push spells it ``SuiteTicket``: read ``event.first("suiteTicket", "SuiteTicket")``.
+    See docs/synchttp.md. URL checks are answered built in."""
     return {"family": "suite"}
 
 

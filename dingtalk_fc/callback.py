@@ -15,10 +15,11 @@ from collections import namedtuple
 from . import __version__, errors, outcome
 from .deadline import Deadline
 from .errors import RequestRejected
-from .events import SUITE_URL_CHECKS, URL_CHECKS, Event, bounded_text
+from .events import URL_CHECKS, Event, bounded_text
 from .once import Arrival
 from .outcome import ACKNOWLEDGED
 from .records import describe, elapsed_ms, record_of
+from .synchttp import SYNC_HTTP_TYPES, item_events
 from .wire import parse_event
 
 TYPE_CHECKING = False
@@ -29,7 +30,7 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
     from .errors import Problem
     from .outcome import Outcome
     from .records import RecordWriter
-    from .wire import Wire
+    from .wire import Opened, Wire
 
     Results = List[Tuple[Dict[str, Any], Outcome]]
 
@@ -76,9 +77,9 @@ def misconfigured(records: "RecordWriter", error: Exception, request_id: str) ->
     return refusal(records, RequestRejected(errors.MISCONFIGURED, detail=str(error)), request_id)
 
 
-# What a health check and a URL check become: made once, they are answered with no I/O.
+# What a health check, and a URL check or a SyncHTTP envelope, become: made once, for the hot path.
 HEALTHY = outcome.done(outcome.HEALTH)
-URL_CHECKED = outcome.done(outcome.HANDLED)
+HANDLED = outcome.done(outcome.HANDLED)
 
 
 class Callback:
@@ -120,22 +121,42 @@ class Callback:
         data = parse_event(opened.plaintext)
         event_type = data["EventType"]
         base["event_type"] = bounded_text(event_type)
-        if event_type in URL_CHECKS:  # answered here, with no I/O
-            random = data.get("Random") if event_type in SUITE_URL_CHECKS else None
-            message = random if isinstance(random, str) and random else "success"
-            return CallbackResponse(200, opened.cipher.reply_body(message)), [(base, URL_CHECKED)]
-        events = [Event(data, opened.plaintext)]
+        if event_type in URL_CHECKS:  # answered here, with no I/O; suite URL checks too (events.SUITE_URL_CHECKS)
+            return CallbackResponse(200, opened.cipher.reply_body("success")), [(base, HANDLED)]
         deadline = Deadline(self._budget_s)  # every call this delivery makes: the store, the hand-off
         arrival = Arrival(SOURCE, request.request_id, opened.fingerprint, request.context, deadline)
+        if event_type in SYNC_HTTP_TYPES:
+            return self._batch(opened, item_events(data), arrival, base)
+        event = Event(data, opened.plaintext)
+        describe(event, base)
+        result = self._dispatcher.guarded(event, arrival)
+        if result.problem is not None or result.name not in ACKNOWLEDGED:
+            return error_response(result.problem or errors.INTERNAL_ERROR), [(base, result)]
+        return CallbackResponse(200, opened.cipher.reply_body("success")), [(base, result)]
+
+    def _batch(
+        self, opened: "Opened", items: "List[Any]", arrival: Arrival, base: "Dict[str, Any]"
+    ) -> "Tuple[CallbackResponse, Results]":
+        """A SyncHTTP delivery: every item runs as its own event with its own record (its
+        position in ``sync_item``), and the envelope gets one record of its own (``items``).
+        ``success`` only when every item is acknowledged; otherwise the first failure's answer, so
+        DingTalk delivers it all again and the items that ran are duplicates then."""
         results: Results = []
         failure = None
-        for event in events:
-            record = base if len(events) == 1 else dict(base)
-            describe(event, record)
-            result = self._dispatcher.guarded(event, arrival)
+        for position, item in enumerate(items):
+            record: Dict[str, Any] = {"request_id": arrival.request_id, "sync_item": position}
+            if isinstance(item, RequestRejected):  # a malformed item: refused, the others still run
+                result = outcome.refused(item)
+            else:
+                record["event_type"] = bounded_text(item.type)
+                describe(item, record)
+                result = self._dispatcher.guarded(item, arrival)
             results.append((record, result))
             if failure is None and (result.problem is not None or result.name not in ACKNOWLEDGED):
-                failure = result  # one failure makes DingTalk send it all again: the rest are duplicates then
+                failure = result
+        base["items"] = len(items)
         if failure is not None:
+            results.append((base, failure))
             return error_response(failure.problem or errors.INTERNAL_ERROR), results
+        results.append((base, HANDLED))
         return CallbackResponse(200, opened.cipher.reply_body("success")), results

@@ -194,22 +194,27 @@ class DingTalkApi:
 
     # -- the failed list -----------------------------------------------------------------------
 
-    def failed_page(self, timeout_s: "Optional[float]" = None) -> FailedPage:
+    def failed_page(
+        self, timeout_s: "Optional[float]" = None, window: "Optional[Tuple[int, int]]" = None
+    ) -> FailedPage:
         """Pull one page of the failed list; a refused token is replaced and the call made
         again, once, all within ``timeout_s``. DingTalk may delete what it returns, so the
-        caller keeps the page safe."""
+        caller keeps the page safe. ``window``: v1 only, ``(beginTime, endTime)`` in ms (the
+        SDK's examples), for a list that does not delete what it returns."""
         within = self._within(timeout_s)
         token = self._token_within(within)
         try:
-            return self._failed_page(token, self._bound(within))
+            return self._failed_page(token, self._bound(within), window)
         except TokenExpired:
             self.forget_token(token)
         token = self._token_within(within)
-        return self._failed_page(token, self._bound(within))
+        return self._failed_page(token, self._bound(within), window)
 
-    def _failed_page(self, token: str, timeout_s: float) -> FailedPage:
+    def _failed_page(self, token: str, timeout_s: float, window: "Optional[Tuple[int, int]]" = None) -> FailedPage:
         if self.generation == V1:
             url = self._api_base + "/v1.0/event/callbacks/failedResults"
+            if window is not None:
+                url += "?" + urllib.parse.urlencode({"beginTime": window[0], "endTime": window[1]})
             answer = self._call("GET", url, {TOKEN_HEADER: token}, None, timeout_s, token)
             items, more = answer.get("failedList"), answer.get("hasMore")
         else:

@@ -5,28 +5,35 @@ import json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
-    from typing import Any, Dict, Mapping, Optional, Sequence
+    from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 CHECK_URL = "check_url"
-# Third-party (ISV) suites' URL checks: the reply carries the plaintext's ``Random`` value
-# instead of "success", as DingTalk's official ISV sample answers them.
+# Third-party (ISV) suites' URL checks, answered with the encrypted "success" like check_url: the
+# current docs say so for check_create_suite_url (kb:0243, kb:0350) and DingTalk's ISV quick-start
+# demo (opendingtalk/eapp-isv-quick-start-java, CallbackController) replies "success" to every
+# event; only an older ISV demo encrypted the plaintext's ``Random`` instead.
 SUITE_URL_CHECKS = ("check_create_suite_url", "check_update_suite_url")
 URL_CHECKS = (CHECK_URL, *SUITE_URL_CHECKS)
 
-# Record field -> the spellings DingTalk has used for it across event families and eras.
+# Record field -> the spellings DingTalk has used for it across event families, eras and the
+# failed lists (../shared/reference/dingtalk-payloads.md §10): capitalised legacy pushes, camelCase
+# current ones, lowercase ``userid``/``corpid`` in failed-list items and overtime records.
 IDENTIFIER_FIELDS = (
-    ("user_ids", ("userId", "UserId", "userIds", "UserIds")),
+    ("user_ids", ("userId", "UserId", "userIdList", "UserIdList", "userid", "userIds", "UserIds")),
     ("staff_id", ("staffId", "StaffId")),
-    ("operator_id", ("OptStaffId", "optStaffId", "operatorUserId")),
+    ("operator_id", ("OptStaffId", "optStaffId", "operatorUserId", "operator", "Operator")),
+    ("owner_id", ("owner", "Owner")),  # chat_update_owner: the new owner
     ("dept_ids", ("deptId", "DeptId", "deptIds")),
     ("process_instance_id", ("processInstanceId",)),
     ("process_code", ("processCode",)),
     ("task_id", ("taskId",)),
-    ("chat_id", ("ChatId", "chatId", "openConversationId")),
+    ("chat_id", ("ChatId", "chatId")),
+    ("open_conversation_id", ("openConversationId", "OpenConversationId")),
     ("label_ids", ("LabelIdList", "labelIdList")),
     ("room_id", ("roomId", "RoomId")),
-    ("action_type", ("actionType",)),
-    ("change_type", ("type",)),
+    ("book_id", ("bookId",)),
+    ("action_type", ("actionType", "action", "changeType")),
+    ("change_type", ("type", "eventSubType")),
     ("result", ("result",)),
 )
 MAX_LISTED_IDS = 50
@@ -64,23 +71,51 @@ _SPELLINGS = {
     for record_field, spellings in IDENTIFIER_FIELDS
     for rank, spelling in enumerate(spellings)
 }
+_SPELLING_SET = frozenset(_SPELLINGS)
+# Logged as lists whichever shape the event gives (SyncHTTP's ``userid`` is one string).
+_LIST_FIELDS = frozenset(("user_ids", "dept_ids", "label_ids"))
 
 
 def extract_identifiers(data: "Mapping[str, Any]") -> "Dict[str, Any]":
     """The identifiers worth a log line (ids, codes, result), never free text such as titles.
 
     Where an event carries several spellings of one field, the first listed in
-    ``IDENTIFIER_FIELDS`` wins.
+    ``IDENTIFIER_FIELDS`` wins. Only the keys that are spellings are visited (a set
+    intersection, in C): most of an event's keys are not.
     """
-    found = {}  # type: Dict[str, Tuple[int, Any]]
-    for spelling, raw in data.items():
-        known = _SPELLINGS.get(spelling)
-        if known is None:
-            continue
-        value = _loggable(raw)
-        if value not in (None, [], "") and (known[0] not in found or found[known[0]][0] > known[1]):
-            found[known[0]] = (known[1], value)
+    found = {}  # type: Dict[str, Any]  # field -> (rank, value)
+    for spelling in _SPELLING_SET.intersection(data):
+        raw = data[spelling]
+        kind = type(raw)
+        if kind is str:  # the common case first: most identifiers are short strings
+            if not raw:
+                continue
+            value = raw if len(raw) <= MAX_TEXT_CHARS else raw[:MAX_TEXT_CHARS]  # type: Any
+        else:
+            value = _loggable(raw)
+            if value is None or value == []:
+                continue
+        field, rank = _SPELLINGS[spelling]
+        known = found.get(field)
+        if known is None or known[0] > rank:
+            found[field] = (rank, [value] if field in _LIST_FIELDS and kind is not list else value)
     return {field: ranked[1] for field, ranked in found.items()}
+
+
+# Where a handler finds the users an event is about, in order: the ids of address-book, label and
+# chat-member events in every spelling, the new chat owner, the staff member of check-ins,
+# approvals and HR events.
+USER_ID_FIELDS = ("userId", "UserId", "userIdList", "UserIdList", "userid", "userIds", "UserIds")
+USER_FALLBACK_FIELDS = ("owner", "Owner", "staffId", "StaffId")
+_USER_FIELDS = USER_ID_FIELDS + USER_FALLBACK_FIELDS
+DEPT_ID_FIELDS = ("deptId", "DeptId", "deptIds")
+CORP_ID_FIELDS = ("CorpId", "corpId", "corpid", "AuthCorpId")
+# Attendance events carry their users inside a list of records.
+RECORD_LIST_FIELDS = ("dataList", "DataList")
+
+
+def _as_list(value: "Any") -> "List[Any]":
+    return value if isinstance(value, list) else [value]
 
 
 class Event:
@@ -92,7 +127,9 @@ class Event:
         self.data = data
         self.type = data["EventType"]  # type: str
         self.key = key or event_key(data, plaintext)
-        corp_id = data.get("CorpId", data.get("corpId"))
+        corp_id = data.get("CorpId")
+        if corp_id is None:
+            corp_id = self.first(*CORP_ID_FIELDS[1:])
         self.corp_id = corp_id if isinstance(corp_id, str) else None  # type: Optional[str]
         self._plaintext = plaintext
 
@@ -128,11 +165,26 @@ class Event:
         return extract_identifiers(self.data)
 
     @property
-    def user_ids(self) -> "Sequence[str]":
-        ids = self.first("userId", "UserId", default=[])
-        return ids if isinstance(ids, list) else [ids]
+    def user_ids(self) -> "Sequence[Any]":
+        """The users the event is about, whichever documented spelling carries them (see
+        :data:`USER_ID_FIELDS`; then the new chat owner or the staff member; then the users of
+        an attendance event's records); ``[]`` when it names none."""
+        for field in _USER_FIELDS:
+            value = self.data.get(field)
+            if value is not None:
+                return _as_list(value)
+        records = self.first(*RECORD_LIST_FIELDS, default=None)
+        if isinstance(records, list):
+            ids = []  # type: List[Any]
+            for item in records:
+                if isinstance(item, dict):
+                    value = item.get("userId", item.get("userid"))
+                    if value is not None and value not in ids:
+                        ids.append(value)
+            return ids
+        return []
 
     @property
     def dept_ids(self) -> "Sequence[Any]":
-        ids = self.first("deptId", "DeptId", default=[])
-        return ids if isinstance(ids, list) else [ids]
+        value = self.first(*DEPT_ID_FIELDS, default=[])
+        return _as_list(value)

@@ -48,6 +48,8 @@ RESERVED_FIELDS = frozenset(
         "handler_warning",
         "truncated",
         "error_type",
+        "sync_item",
+        "items",
         *(field for field, _spellings in IDENTIFIER_FIELDS),
     )
 )

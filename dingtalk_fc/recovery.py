@@ -31,7 +31,7 @@ from .records import elapsed_ms
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Any, Callable, Dict, List, Mapping, Optional
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
     from .events import Event
     from .outcome import Outcome
@@ -58,7 +58,17 @@ OUTCOME_COUNTERS = {
 class RecoverySettings(
     namedtuple(
         "RecoverySettings",
-        ["app_key", "app_secret", "generation", "api_base", "oapi_base", "api_timeout_s", "budget_s", "max_pages"],
+        [
+            "app_key",
+            "app_secret",
+            "generation",
+            "api_base",
+            "oapi_base",
+            "api_timeout_s",
+            "budget_s",
+            "max_pages",
+            "lookback_s",
+        ],
     )
 ):
     """What a recovery run needs beyond the callback's settings; see :func:`load_recovery_settings`."""
@@ -68,7 +78,9 @@ class RecoverySettings(
 
 def load_recovery_settings(environ: "Mapping[str, str]") -> RecoverySettings:
     """Validated when a recovery runs (the callback never needs the app secret)."""
-    generation = (_optional(environ, "DINGTALK_RECOVERY_API") or dingtalk_api.V1).lower()
+    # legacy by default: DingTalk documents get_call_back_failed_result as the failed list of
+    # event subscriptions; v1 failedResults appears only in the generated SDKs
+    generation = (_optional(environ, "DINGTALK_RECOVERY_API") or dingtalk_api.LEGACY).lower()
     if generation not in dingtalk_api.GENERATIONS:
         raise ConfigError("DINGTALK_RECOVERY_API", "must be " + " or ".join(dingtalk_api.GENERATIONS))
     bases = {}
@@ -88,6 +100,9 @@ def load_recovery_settings(environ: "Mapping[str, str]") -> RecoverySettings:
         api_timeout_s=_integer(environ, "DINGTALK_API_TIMEOUT_MS", 5000, minimum=100) / 1000,
         budget_s=_integer(environ, "DINGTALK_RECOVERY_BUDGET_SECONDS", 240, minimum=1),
         max_pages=_integer(environ, "DINGTALK_RECOVERY_MAX_PAGES", 50, minimum=1),
+        # a v1 list that keeps what it returns is paged by time over what de-duplication still
+        # remembers: an item seen again later finds its record and cannot run twice
+        lookback_s=max(60, _integer(environ, "DINGTALK_DEDUP_TTL_SECONDS", 24 * 3600, minimum=1) - 60),
     )
 
 
@@ -185,14 +200,24 @@ class Recovery:
         return summary
 
     def _pages(self, deadline: Deadline, request_id: str, context: "Any", summary: "Dict[str, Any]") -> str:
-        """Pull and run pages; returns why it stopped."""
+        """Pull and run pages; returns why it stopped.
+
+        A list that deletes what it returns drains page by page. A page that brings nothing new
+        while more is said to remain shows a list that keeps what it returns (nothing documents
+        either way): the legacy list then stops (``not_consumed``); v1 is paged by time instead,
+        ``beginTime``/``endTime`` over the last ``lookback_s``, a window split in halves while it
+        holds more than a page. Events already pulled in this run are never run again.
+        """
         page_cost = MIN_PAGE_RESERVE_S
+        seen = set()  # type: Set[str]
+        windows = []  # type: List[Tuple[int, int]]  # v1 time windows still to pull, last first
         while summary["pages"] < self._settings.max_pages:
             room = deadline.remaining() - page_cost
             if room < min(1.0, self._settings.api_timeout_s):  # no time to pull a page and run it
                 return "budget"
+            window = windows[-1] if windows else None
             try:
-                page = self._api.failed_page(timeout_s=room)
+                page = self._api.failed_page(timeout_s=room, window=window)
             except dingtalk_api.ApiError as error:  # told once, in the summary: no retry storm
                 summary["detail"] = str(error)
                 summary["api_status"] = error.status
@@ -201,19 +226,64 @@ class Recovery:
             summary["pages"] += 1
             summary["pulled"] += len(page.items)
             page_started = self._clock()
-            self._run_page(page.items, deadline, request_id, context, summary)
+            fresh = self._run_page(page.items, deadline, request_id, context, summary, seen)
             page_cost = max(MIN_PAGE_RESERVE_S, 1.5 * (self._clock() - page_started))
             if not page.more:
-                return "drained"
+                if windows:
+                    windows.pop()
+                if not windows:
+                    return "drained"
+            elif not fresh:  # the list keeps what it returns
+                split = self._split(window, summary)
+                if split is None:
+                    return "not_consumed"
+                if window is not None:
+                    windows.pop()
+                windows.extend(split)
         return "max_pages"
 
+    def _split(
+        self, window: "Optional[Tuple[int, int]]", summary: "Dict[str, Any]"
+    ) -> "Optional[List[Tuple[int, int]]]":
+        """The windows to pull instead of ``window`` (later half first on the stack), or None
+        when the list cannot be paged further, said in the summary."""
+        summary["list_not_consumed"] = True
+        if self._settings.generation != dingtalk_api.V1:
+            summary["detail"] = "the failed list returned the same items again and says more remain: stopped"
+            return None
+        if window is None:
+            end = int(time.time() * 1000)
+            summary["window_ms"] = [end - self._settings.lookback_s * 1000, end]
+            return [(end - self._settings.lookback_s * 1000, end)]
+        begin, end = window
+        if end - begin < 2:
+            summary["detail"] = f"more than a page of events within 1 ms at {begin}: stopped"
+            return None
+        summary["windows_split"] = summary.get("windows_split", 0) + 1
+        middle = (begin + end) // 2
+        return [(middle, end), (begin, middle)]
+
     def _run_page(
-        self, items: "List[Any]", deadline: Deadline, request_id: str, context: "Any", summary: "Dict[str, Any]"
-    ) -> None:
+        self,
+        items: "List[Any]",
+        deadline: Deadline,
+        request_id: str,
+        context: "Any",
+        summary: "Dict[str, Any]",
+        seen: "Optional[Set[str]]" = None,
+    ) -> int:
+        """Journal then run a page's events; returns how many were not pulled before in this run
+        (those in ``seen`` are counted as ``repeated`` and neither journaled nor run again)."""
         events = []
+        seen = set() if seen is None else seen
+        repeated = 0
         for item in items:  # every event journaled before the first one runs
             try:
                 event = event_from_item(item, self._max_item_bytes)
+                if event.key in seen:
+                    repeated += 1
+                    continue
+                seen.add(event.key)
                 job = self._app.jobs.seal(event.plaintext, SOURCE, request_id)
             except Exception as error:  # one item must never cost the rest of the page
                 rejection = error if isinstance(error, RequestRejected) else None
@@ -233,12 +303,14 @@ class Recovery:
                 }
             )
             events.append(event)
+        if repeated:
+            summary["repeated"] = summary.get("repeated", 0) + repeated
         arrival = Arrival(SOURCE, request_id, "", context, deadline)
         deferral = self._app.dispatcher.deferral
         for position, event in enumerate(events):
             if deadline.remaining() <= 0:
                 self._not_run(events[position:], request_id, summary)
-                return
+                return len(events)
             has_worker = deferral.has_worker
             result = process(self._app, event, arrival, self._app.settings.dedup_in_flight_s)
             counter = OUTCOME_COUNTERS.get(result.name, "failed")
@@ -250,6 +322,7 @@ class Recovery:
             elif counter == "in_flight":  # nobody will run it: the journal line is all there is
                 counter = "failed"
             summary[counter] += 1
+        return len(events)
 
     def _rejected(self, rejection: RequestRejected, item: "Any", request_id: str) -> None:
         problem = rejection.problem
@@ -298,7 +371,7 @@ def kept_item(app: "App", item: "Any", request_id: str) -> "Dict[str, Any]":
 
 
 # Why a run stopped, and how loud that is.
-_ERRORS = ("credentials_rejected", "token_expired", "refused")
+_ERRORS = ("credentials_rejected", "token_expired", "refused", "not_consumed")
 _WARNINGS = ("throttled", "unavailable", "budget", "max_pages")
 
 

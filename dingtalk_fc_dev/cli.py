@@ -90,7 +90,7 @@ def _send(sender: DingTalkSender, url: str, delivery: Delivery, out: TextIO, lab
 
 def cmd_trigger(args: argparse.Namespace, out: TextIO) -> int:
     try:
-        plaintext = catalog.sample(args.event_type, "legacy" if args.legacy else "current")
+        plaintext = catalog.sample(args.event_type, "legacy" if args.legacy else args.variant)
     except KeyError as error:
         raise CliError(error.args[0]) from None
     if not args.keep_ids:
@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (JSON)")
     trigger.add_argument("--legacy", action="store_true", help="the older field spelling (UserId, TimeStamp)")
     trigger.add_argument("--keep-ids", action="store_true", help="keep the catalog's eventId/BizId")
+    trigger.add_argument("--variant", help="a documented variant (see `events TYPE`), e.g. start, bookCancel")
     trigger.set_defaults(run=cmd_trigger)
 
     check_url = commands.add_parser("check-url", help="what DingTalk does when the URL is saved")
@@ -183,14 +184,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.set_defaults(run=cmd_replay)
 
-    commands.add_parser("events", help="list the catalog's event types").set_defaults(run=cmd_events)
+    events = commands.add_parser("events", help="list the catalog's event types, or one type's fields")
+    events.add_argument("event_type", nargs="?", help="print this type's fields, types, variants and doc URL")
+    events.set_defaults(run=cmd_events)
     recovery_cli.add_commands(commands)  # recover, redrive
     return parser
 
 
 def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
-    for event_type in catalog.event_types():
-        print(event_type, file=out)
+    if args.event_type is None:
+        for event_type in catalog.event_types():
+            print(event_type, file=out)
+        return EXIT_OK
+    try:
+        lines = catalog.describe(args.event_type)
+    except KeyError as error:
+        raise CliError(error.args[0]) from None
+    print("\n".join(lines), file=out)
     return EXIT_OK
 
 

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, TextIO, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Set, TextIO, Tuple
 
 from dingtalk_fc import dead_letter, failed_items, recovery
 from dingtalk_fc.config import ConfigError
@@ -111,16 +111,20 @@ def _dry_run(runtime: Runtime, api: Any, settings: recovery.RecoverySettings, ou
     ``redrive`` it to run the events."""
     app = runtime.load(FC2)
     pulled = 0
+    printed: Set[str] = set()  # a list that keeps what it returns gives the same page again
     for _page in range(settings.max_pages):
         try:
             page = api.failed_page()
         except ApiError as error:
             print(f"error: DingTalk: {error.kind}: {error}", file=sys.stderr)
             return EXIT_UNUSABLE
+        fresh = 0
         for item in page.items:
-            pulled += 1
             try:
                 event = failed_items.event_from_item(item, app.settings.max_body_bytes)
+                if event.key in printed:
+                    continue
+                printed.add(event.key)
             except RequestRejected as rejection:
                 line = {"rejected": rejection.problem.errmsg, "detail": rejection.detail}  # type: Dict[str, Any]
                 line.update(recovery.kept_item(app, item, "dry-run"))
@@ -129,7 +133,11 @@ def _dry_run(runtime: Runtime, api: Any, settings: recovery.RecoverySettings, ou
                 line.update(event.identifiers)
                 line["job"] = app.jobs.seal(event.plaintext, "recovery", "dry-run").decode("ascii")
             print(json.dumps(line, ensure_ascii=False), file=out)
-        if not page.more:
+            fresh += 1
+            pulled += 1
+        if page.more and not fresh:
+            print("the list returned the same items again: it keeps what it returns; more remain", file=sys.stderr)
+        if not page.more or not fresh:
             break
     print(f"{pulled} item(s) in the failed list ({settings.generation} API)", file=sys.stderr)
     return EXIT_OK

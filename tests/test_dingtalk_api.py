@@ -6,7 +6,7 @@ import time
 
 import pytest
 from conftest import APP_SECRET
-from stubs.dingtalk_api import LEGACY_WRAPPERS, DingTalkApiStub, legacy_item, v1_item
+from stubs.dingtalk_api import LEGACY_SHAPES, DingTalkApiStub, legacy_item, v1_item
 
 from dingtalk_fc import Event, dingtalk_api
 from dingtalk_fc.dingtalk_api import ApiError, CredentialsRejected, DingTalkApi, Throttled, Unavailable
@@ -170,7 +170,7 @@ def test_a_redirect_is_refused_and_the_token_goes_nowhere_else(stub, generation)
 MAX = 64 * 1024
 
 
-@pytest.mark.parametrize("shape", sorted(LEGACY_WRAPPERS))
+@pytest.mark.parametrize("shape", sorted(LEGACY_SHAPES))
 def test_every_legacy_shape_gives_the_pushed_event(shape):
     event = event_from_item(legacy_item(EVENT, shape), MAX)
     assert event.type == "user_add_org"

@@ -135,6 +135,7 @@ def test_an_instance_dying_mid_batch_loses_no_pulled_event(recovering, redis_url
         router,
         DINGTALK_APP_SECRET=APP_SECRET,
         DINGTALK_API_BASE=stub.base,
+        DINGTALK_RECOVERY_API="v1",
         DINGTALK_DEDUP_REDIS_URL=redis_url,
     )
     for _number, kind, job in recovery_cli.redrive_entries(iter(journal)):  # what `redrive FILE` does

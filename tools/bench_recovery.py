@@ -32,6 +32,7 @@ def measure(events: int, redis_url: str) -> float:
         **TEST_ENV,
         "DINGTALK_APP_SECRET": APP_SECRET,
         "DINGTALK_API_BASE": stub.base,
+        "DINGTALK_RECOVERY_API": "v1",
         "DINGTALK_DEDUP_MEMORY_ENTRIES": str(events * 2),
     }
     if redis_url:

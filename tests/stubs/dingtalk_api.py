@@ -9,8 +9,11 @@ the real client (``dingtalk_fc.dingtalk_api``) to talk to.
   ``GET /call_back/get_call_back_failed_result?access_token=``; errors as HTTP 200 with
   ``{"errcode", "errmsg"}``.
 
-Both hosts are served on one port (the paths differ). The list is cleared on read, as a
-community sample reports DingTalk's is: what a page returns is gone. Failures are injected
+Both hosts are served on one port (the paths differ). By default the list is cleared on read,
+as a community sample reports DingTalk's legacy list is: what a page returns is gone. With
+``clear_on_read=False`` it never deletes what it returns (as v1 may not), and v1 honours
+``beginTime``/``endTime`` (ms, ``[begin, end)`` on each item's ``eventTime``), ``hasMore`` meaning
+more items inside that range, as the SDK's wording has it. Failures are injected
 with ``throttle_next``, ``fail_next`` and ``delay_s``, and at the HTTP level with ``trickle_s``
 (each answer sent a byte at a time, this far apart), ``garbage_next`` (a malformed status line)
 and ``redirect_to`` (the failed list answered with a 302 there); ``expire_tokens()`` makes every
@@ -29,41 +32,55 @@ from urllib.parse import parse_qsl, urlsplit
 from conftest import ACCESS_TOKEN_MARKER as TOKEN_MARKER  # in every token issued: the leak scan looks for it
 
 LEGACY_PAGE_SIZE = 200  # documented maximum per call of get_call_back_failed_result
-V1_PAGE_SIZE = 100  # undocumented; a different size exercises the paging
+V1_PAGE_SIZE = 100  # the SDK's model says at most 200; a smaller size exercises the paging
 
 
-def v1_item(data: Dict[str, Any], tag: Optional[str] = None, corp_id: str = "dingcorp0001") -> Dict[str, Any]:
-    """An item of failedResults: the event's data as a JSON string under ``callBackData``."""
+def v1_item(
+    data: Dict[str, Any], tag: Optional[str] = None, corp_id: str = "dingcorp0001", event_time: int = 1700000000000
+) -> Dict[str, Any]:
+    """An item of failedResults as the SDK models it: the event's data as a JSON string under
+    ``callBackData``, ``corpId`` and ``eventTime`` (ms) beside it."""
     return {
         "callBackTag": tag or data["EventType"],
         "callBackData": json.dumps({k: v for k, v in data.items() if k != "EventType"}, ensure_ascii=False),
         "corpId": corp_id,
-        "eventTime": 1700000000000,
+        "eventTime": event_time,
     }
 
 
-LEGACY_WRAPPERS = {
-    "flat": None,
-    "callbackData": "callbackData",
-    "callbackData-string": "callbackData",
-    "bpmsCallBackData": "bpmsCallBackData",
-    "roleLabelChange": "roleLabelChange",
-}
+LEGACY_SHAPES = ("flat", "bpmsCallBackData", "roleLabelChange", "callbackData", "callbackData-string", "2018")
+_LISTED_SPELLINGS = {"userId": "userid", "UserId": "userid", "CorpId": "corpid"}
+
+
+def _listed(fields: Dict[str, Any]) -> Dict[str, Any]:
+    """Fields as the legacy list spells them flattened: ``userid``, ``corpid`` (doc 0015 / kb:0235)."""
+    return {_LISTED_SPELLINGS.get(key, key): value for key, value in fields.items()}
 
 
 def legacy_item(data: Dict[str, Any], shape: str = "flat", tag: Optional[str] = None) -> Dict[str, Any]:
-    """An item of get_call_back_failed_result in one of the shapes sources show: the data under
-    a key named after the tag, flattened or inside a wrapper (an object or a JSON string)."""
+    """An item of get_call_back_failed_result exactly as the reference shows it
+    (../shared/reference/dingtalk-payloads.md §12.1):
+
+    * ``flat``: ``{<tag>: {"userid": [...], "corpid": "ding..."}}`` (the documented sample);
+    * ``bpmsCallBackData`` / ``roleLabelChange`` / ``callbackData``: ``{<tag>: {<wrapper>: {...},
+      "corpid": "ding..."}}``, the push's fields (with its ``EventType`` and ``corpId``, as the 2019
+      and 2021 captures show) inside the wrapper, ``corpid`` beside it; ``callbackData-string``:
+      the wrapper's content as a JSON string;
+    * ``2018``: the flattened fields at the item's top level, beside the tag (a 2018 client's doc quote).
+    """
     tag = tag or data["EventType"]
-    fields = {k: v for k, v in data.items() if k != "EventType"}
-    wrapper = LEGACY_WRAPPERS[shape]
-    if wrapper is None:
-        inner = fields  # type: Any
-    elif shape.endswith("-string"):
-        inner = {wrapper: json.dumps(fields, ensure_ascii=False)}
+    item = {"call_back_tag": tag, "event_time": 1700000000000}  # type: Dict[str, Any]
+    if shape == "flat":
+        item[tag] = _listed({k: v for k, v in data.items() if k != "EventType"})
+    elif shape == "2018":
+        item.update(_listed({k: v for k, v in data.items() if k != "EventType"}))
     else:
-        inner = {wrapper: fields}
-    return {"call_back_tag": tag, "event_time": 1700000000000, tag: inner}
+        wrapper = shape.split("-")[0]
+        inner = {k: v for k, v in data.items() if k != "CorpId"}
+        corp_id = data.get("CorpId", data.get("corpId"))
+        wrapped = json.dumps(inner, ensure_ascii=False) if shape.endswith("-string") else inner
+        item[tag] = {wrapper: wrapped, "corpid": corp_id}
+    return item
 
 
 class DingTalkApiStub:
@@ -167,7 +184,8 @@ class DingTalkApiStub:
         if route == ("GET", "/v1.0/event/callbacks/failedResults"):
             if lowered.get("x-acs-dingtalk-access-token") not in self.tokens:
                 return 400, self._v1_error("InvalidAuthentication", "不合法的access_token")
-            items, more = self._page(V1_PAGE_SIZE)
+            window = (_ms(query.get("beginTime")), _ms(query.get("endTime")))
+            items, more = self._page(V1_PAGE_SIZE, window)
             return 200, {"failedList": items, "hasMore": more}
         if route == ("GET", "/gettoken"):
             if query.get("appkey") != self.app_key or query.get("appsecret") != self.app_secret:
@@ -208,11 +226,24 @@ class DingTalkApiStub:
             self.tokens.add(token)
         return token
 
-    def _page(self, size: int) -> tuple:
+    def _page(self, size: int, window: tuple = (None, None)) -> tuple:
+        begin, end = window
         with self.lock:
-            items = self.failed[:size]
+            listed = [item for item in self.failed if _in_window(item, begin, end)]
+            items = listed[:size]
             if self.clear_on_read:
-                del self.failed[:size]
+                taken = {id(item) for item in items}
+                self.failed = [item for item in self.failed if id(item) not in taken]
             self.pulled.extend(items)
-            more = len(self.failed) > (0 if self.clear_on_read else size)
+            more = len(listed) > size
         return items, more
+
+
+def _ms(value: Optional[str]) -> Optional[int]:
+    return None if value is None else int(value)
+
+
+def _in_window(item: Dict[str, Any], begin: Optional[int], end: Optional[int]) -> bool:
+    at = item.get("eventTime", item.get("event_time", 0)) if isinstance(item, dict) else 0
+    at = at if isinstance(at, int) else 0
+    return (begin is None or at >= begin) and (end is None or at < end)
