@@ -5,14 +5,16 @@ The copy: a team's handlers.py and module (tests/data/team_handlers/; ``user_add
 deleted. Two proofs that the product suite stays green against it:
 
 * by default, the product tests that can see handlers.py or the requirements: those whose source
-  imports ``index`` or ``handlers``, names index.py, handlers.py or requirements.txt, or runs
-  tools/package.py or tools/bench.py. They are found by scanning the sources, so a new such test
-  is included; the rest run over the product router and the library, which a team does not change;
+  imports ``index`` or ``handlers`` (index imports handlers.py) or uses a conftest fixture that
+  does, names requirements.txt, or runs tools/package.py or tools/bench.py. They are found by
+  scanning the sources, so a new such test is included; the rest run over the product router
+  and the library, which a team does not change;
 * marked slow (`make test-slow`, CI): the whole suite in the copy.
 
 And `make check` there: green with no handler tests at all, red when the team's own folder fails.
 """
 
+import ast
 import os
 import re
 import shutil
@@ -29,8 +31,7 @@ NOT_COPIED = shutil.ignore_patterns(
     ".git", ".venv", "node_modules", "build", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache", ".fun", ".s"
 )
 SEES_THE_TEAM = re.compile(
-    r"\b(import|from) (index|handlers)\b|\b(index|handlers)\.py\b|requirements\.txt|"
-    r"\bfrom package import\b|\bpackage\.py\b|\bbench\.py\b|\"(package|bench)\.py\""
+    r"\b(import|from) (index|handlers)\b|requirements\.txt|\bfrom package import\b|\b(package|bench)\.py\b"
 )
 
 
@@ -67,10 +68,32 @@ def source(path):
         return text.read()
 
 
-def tests_that_see_the_team():
+def fixtures_that_see_the_team():
+    """conftest.py's fixtures that import index (or use one that does), by name."""
+    text = source(os.path.join(TESTS, "conftest.py"))
+    fixtures = {
+        node.name: (ast.get_source_segment(text, node), [argument.arg for argument in node.args.args])
+        for node in ast.parse(text).body
+        if isinstance(node, ast.FunctionDef) and "fixture" in ast.dump(node)
+    }
+    seeing = {name for name, (body, _) in fixtures.items() if SEES_THE_TEAM.search(body)}
+    while True:
+        more = {name for name, (_, arguments) in fixtures.items() if seeing & set(arguments)} - seeing
+        if not more:
+            return seeing
+        seeing |= more
+
+
+def files_that_see_the_team():
     own = os.path.basename(__file__)
     names = sorted(n for n in os.listdir(TESTS) if n.startswith("test_") and n.endswith(".py") and n != own)
-    return [os.path.join("tests", n) for n in names if SEES_THE_TEAM.search(source(os.path.join(TESTS, n)))]
+    fixtures = fixtures_that_see_the_team()
+    uses = re.compile(r"\b(" + "|".join(sorted(fixtures)) + r")\b") if fixtures else None
+
+    def sees(text):
+        return bool(SEES_THE_TEAM.search(text) or (uses and uses.search(text)))
+
+    return [os.path.join("tests", n) for n in names if sees(source(os.path.join(TESTS, n)))]
 
 
 def run_product_suite(team_project, *paths):
@@ -91,15 +114,16 @@ def run_product_suite(team_project, *paths):
 
 
 def test_the_scan_finds_the_tests_that_import_the_function():
-    found = tests_that_see_the_team()
+    found = files_that_see_the_team()
     assert os.path.join("tests", "test_package.py") in found  # builds the package from requirements.txt
     assert os.path.join("tests", "test_callback.py") not in found  # the product router only
     importing = [p for p in found if re.search(r"^\s*import index\b", source(os.path.join(ROOT, p)), re.M)]
     assert importing, "the tests that call index's entrypoints"
+    assert os.path.join("tests", "test_budget.py") in found  # through conftest's deferred_function
 
 
 def test_the_product_tests_that_see_handlers_and_requirements_pass_in_a_team_project(team_project):
-    run_product_suite(team_project, *tests_that_see_the_team())
+    run_product_suite(team_project, *files_that_see_the_team())
 
 
 @pytest.mark.slow
