@@ -66,12 +66,14 @@ bench: $(VENV_STAMP)
 	$(PY) tools/bench.py
 
 # One zip per runtime, where template.yml and s.yaml expect them: build/run-make-package/python3.zip
-# (Funcraft, Python 3.6) and build/run-make-package/python3.10.zip (Serverless Devs fc3, Python 3.10).
+# (Funcraft, Python 3.6.15, from the lock) and build/run-make-package/python3.10.zip (Serverless
+# Devs fc3, Python 3.10, the lock's pins as constraints; requirements-python3.10.txt re-pins).
 package: $(VENV_STAMP)
 	$(PY) tools/package.py --runtime python3
 	$(PY) tools/package.py --runtime python3.10
 
-# Re-pin tools/lock-python3.txt from requirements.txt with pip under a real Python 3.6.
+# Re-pin tools/lock-python3.txt from requirements.txt with pip under a real Python 3.6.15, keeping
+# the pins the requirements still accept; prints what changed (docs/dependencies.md).
 lock: $(VENV_STAMP)
 	$(PY) tools/package.py --refresh-lock
 
