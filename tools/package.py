@@ -261,7 +261,8 @@ class NoReleaseForTarget(PackageError):
 def lock_interpreter() -> str:
     """A Python of exactly the lock's target version: another 3.6 would resolve other releases."""
     target = TARGET_PYTHON[LOCKED_RUNTIME]
-    python = find_interpreter(RUNTIMES[LOCKED_RUNTIME])
+    exact = os.path.expanduser(f"~/.pyenv/versions/{target}/bin/python{RUNTIMES[LOCKED_RUNTIME]}")
+    python = exact if os.access(exact, os.X_OK) else find_interpreter(RUNTIMES[LOCKED_RUNTIME])
     if python is None:
         raise PackageError(f"refreshing the lock needs Python {target} (pyenv install {target})")
     found = subprocess.run([python, "-c", "import platform; print(platform.python_version())"], capture_output=True)
@@ -304,7 +305,7 @@ def check_releases_exist(python: str, requirements: List[str]) -> None:
 def resolve(python: str, root: str, scratch: str, constraints: List[str], override_pins: List[str]) -> Dict[str, str]:
     """Install requirements.txt under the lock's Python into a scratch folder; its pins."""
     target = tempfile.mkdtemp(prefix="site-", dir=scratch)
-    constraint_file = os.path.join(target + ".constraints.txt")
+    constraint_file = target + ".constraints.txt"
     with open(constraint_file, "w", encoding="utf-8") as out:
         out.write("".join(line + "\n" for line in constraints))
     base = ["install", "--target", target, "--no-compile", "--no-build-isolation", "--constraint", constraint_file]
