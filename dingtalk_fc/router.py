@@ -6,7 +6,7 @@ from .events import URL_CHECKS, Event
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
-    from typing import Any, Callable, Mapping, Optional
+    from typing import Any, Callable, List, Mapping, Optional, Tuple
 
     Handler = Callable[[Event], Optional[Mapping[str, Any]]]
 
@@ -59,6 +59,11 @@ class Router:
     def has_deferred_routes(self) -> bool:
         """Whether any handler was registered with ``deferred=True`` (it then needs a worker)."""
         return any(route.deferred for route in self._routes.values())
+
+    def registered(self) -> "List[Tuple[Optional[str], Route]]":
+        """Every handler by EventType, sorted, and the catch-all last (as None): what tools list."""
+        routes = sorted(self._routes.items())  # type: List[Tuple[Optional[str], Route]]
+        return routes + ([(None, self._catch_all)] if self._catch_all else [])
 
     def route(self, event_type: str) -> "Optional[Route]":
         return self._routes.get(event_type, self._catch_all)

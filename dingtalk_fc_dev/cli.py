@@ -2,7 +2,9 @@
 
 Keys come from DINGTALK_TOKEN, DINGTALK_AES_KEY and DINGTALK_APP_KEY, or the demo keys of
 ``make run`` when none is set. Exit status: 0 when every reply is DingTalk's encrypted
-``success`` in time, 1 when a reply is wrong, 2 for usage errors and unreachable URLs.
+``success`` in time (or the function's 409 for an event still in progress, which is not a
+failure: DingTalk retries it later), 1 when a reply is wrong, 2 for usage errors and
+unreachable URLs.
 """
 
 import argparse
@@ -16,10 +18,11 @@ from typing import Any, Dict, List, Optional, TextIO
 from urllib.parse import parse_qsl
 
 from dingtalk_crypto import DingTalkCryptoError, InvalidAesKeyError
+from dingtalk_fc.errors import EVENT_IN_FLIGHT
 
 from . import catalog, recovery_cli
 from .demo import credentials_from
-from .testkit import DEADLINE_MS, Delivery, DingTalkSender, ReplyError, expected_reply
+from .testkit import DEADLINE_MS, Delivery, DingTalkSender, PostResult, ReplyError, expected_reply
 
 DEFAULT_URL = "http://127.0.0.1:9000/"
 EXIT_OK, EXIT_BAD_REPLY, EXIT_UNREACHABLE = 0, 1, 2
@@ -66,12 +69,29 @@ def _expected_reply(sender: DingTalkSender, delivery: Delivery) -> str:
         return "success"
 
 
+def _in_flight(result: PostResult) -> bool:
+    """The function's answer while the same event runs elsewhere (a worker, another instance)."""
+    if result.status != EVENT_IN_FLIGHT.status:
+        return False
+    try:
+        return json.loads(result.body.decode("utf-8")).get("errcode") == EVENT_IN_FLIGHT.errcode
+    except (ValueError, AttributeError):
+        return False
+
+
 def _send(sender: DingTalkSender, url: str, delivery: Delivery, out: TextIO, label: str) -> int:
     try:
         result = sender.post(url, delivery)  # type: PostResult
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
         raise CliError(f"cannot reach {url}: {reason}") from None
+    if _in_flight(result):
+        print(
+            f"BUSY {label}: HTTP 409, this event is still in progress (a worker run or another instance);"
+            f" DingTalk would retry it later ({result.latency_ms:.1f} ms)",
+            file=out,
+        )
+        return EXIT_OK
     try:
         message = sender.check_reply(result.status, result.body)
     except ReplyError as error:

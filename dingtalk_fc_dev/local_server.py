@@ -23,6 +23,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from dingtalk_fc import wsgi
 from dingtalk_fc.config import ConfigError
 from dingtalk_fc.context import FC2
+from dingtalk_fc.router import Router
 from dingtalk_fc.runtime import Runtime
 
 from .demo import DEMO_ENVIRONMENT, IncompleteCredentials, credentials_from
@@ -66,18 +67,34 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, raise_interrupt)
 
 
-def load_function(handlers_module: Optional[str]) -> Tuple[Runtime, Callable[..., Iterable[bytes]]]:
-    """The runtime and WSGI handler to serve: ``index``'s, or one over ``handlers_module.router``."""
+def load_function(handlers_module: Optional[str]) -> Tuple[Runtime, Callable[..., Iterable[bytes]], Router]:
+    """The runtime, WSGI handler and router to serve: ``index``'s (over ``handlers.router``), or
+    one over ``handlers_module.router``."""
     if handlers_module is None:
         import index  # after the environment is complete: the function reads it once
 
-        return index.runtime, index.handler
-    runtime = Runtime(importlib.import_module(handlers_module).router)
+        return index.runtime, index.handler, importlib.import_module("handlers").router
+    router = importlib.import_module(handlers_module).router
+    runtime = Runtime(router)
 
     def handler(environ: Dict[str, Any], start_response: Any) -> Iterable[bytes]:
         return wsgi.serve(runtime, environ, start_response)
 
-    return runtime, handler
+    return runtime, handler, router
+
+
+def handler_lines(router: Router, module: str) -> List[str]:
+    """The banner's list of what answers which EventType, so a typo in ``@router.on`` shows."""
+    lines = [f"handlers in {module}.py:"]
+    by_handler = {}  # type: Dict[Tuple[str, bool], List[str]]
+    for event_type, route in router.registered():
+        name = getattr(route.handler, "__name__", repr(route.handler))
+        by_handler.setdefault((name, bool(route.deferred)), []).append(event_type or "any other EventType")
+    for (name, deferred), event_types in by_handler.items():
+        lines.append(f"  {name}{' (deferred: runs on the worker)' if deferred else ''}: {', '.join(event_types)}")
+    if len(lines) == 1:
+        lines.append("  none: every event is acknowledged as unhandled")
+    return lines
 
 
 def fail(message: str) -> int:
@@ -99,7 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.environ.update(credentials)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
 
-    runtime, handler = load_function(args.handlers)
+    runtime, handler, router = load_function(args.handlers)
     runtime.use_deferrer(WorkerThreads(runtime.run_worker))  # FC's asynchronous invocation, in threads
     try:
         runtime.load(FC2)  # the configuration error the function would answer 500 with
@@ -118,6 +135,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"  {name}={value}", file=sys.stderr)
     else:
         print("using DINGTALK_TOKEN, DINGTALK_AES_KEY and DINGTALK_APP_KEY from the environment", file=sys.stderr)
+    for line in handler_lines(router, (args.handlers or "handlers").replace(".", "/")):
+        print(line, file=sys.stderr)
     print("listening on " + url, file=sys.stderr)
     print("try it:  .venv/bin/python -m dingtalk_fc_dev check-url " + url, file=sys.stderr)
     print("         .venv/bin/python -m dingtalk_fc_dev trigger user_add_org --url " + url, file=sys.stderr)

@@ -1,4 +1,8 @@
-"""`make bench` keeps working: one run with tiny counts (figures are not asserted here)."""
+"""`make bench` keeps working: one run with tiny counts (figures are not asserted here).
+
+The instruction counts run the function under valgrind (about a minute on two cores): that run
+is marked slow (`make test-slow`, and CI); the default one skips them.
+"""
 
 import json
 import os
@@ -6,12 +10,18 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 
-def test_bench_runs_and_writes_its_figures(tmp_path):
+@pytest.mark.parametrize(
+    "instruction_requests",
+    [0, pytest.param(2, marks=pytest.mark.slow, id="under valgrind")],
+    ids=lambda count: "no instruction counts" if count == 0 else None,
+)
+def test_bench_runs_and_writes_its_figures(tmp_path, instruction_requests):
     output = tmp_path / "bench.json"
-    tiny = {"--repeat": 40, "--cold-runs": 1, "--memory-requests": 30, "--instruction-requests": 2}
+    tiny = {"--repeat": 40, "--cold-runs": 1, "--memory-requests": 30, "--instruction-requests": instruction_requests}
     arguments = [str(part) for option in tiny.items() for part in option]
     bench = os.path.join(ROOT, "tools", "bench.py")
     result = subprocess.run(
@@ -28,5 +38,5 @@ def test_bench_runs_and_writes_its_figures(tmp_path):
     if measured_fc3:
         assert figures["cold_fc3"]["first_reply_ms"] > 0
         assert figures["cold_fc3"]["floor_ms"] > 0
-    if shutil.which("valgrind"):
+    if instruction_requests and shutil.which("valgrind"):
         assert figures["instructions"]["event_1kb"]["full"] > figures["instructions"]["check_url"]["full"] > 0

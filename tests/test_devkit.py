@@ -7,11 +7,13 @@ import subprocess
 import sys
 import threading
 import time
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 from conftest import ROOT, TEST_ENV, scan_for_leaks
 
+from dingtalk_fc import Router
 from dingtalk_fc_dev import catalog, cli
 from dingtalk_fc_dev.demo import DEMO_ENVIRONMENT
 from dingtalk_fc_dev.testkit import DingTalkSender, expected_reply
@@ -86,15 +88,20 @@ def test_wrong_key_is_reported(monkeypatch, server):
     assert "signature mismatch" in output
 
 
-class BackgroundServer:
-    """A WSGI app on a free loopback port, in a thread."""
+class ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
 
-    def __init__(self, app):
+
+class BackgroundServer:
+    """A WSGI app on a free loopback port, in a thread (one per request with ``threaded``)."""
+
+    def __init__(self, app, threaded=False):
         class Quiet(WSGIRequestHandler):
             def log_message(self, *args):
                 pass
 
-        self.httpd = make_server("127.0.0.1", 0, app, handler_class=Quiet)
+        server_class = ThreadingServer if threaded else WSGIServer
+        self.httpd = make_server("127.0.0.1", 0, app, server_class=server_class, handler_class=Quiet)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -132,6 +139,46 @@ def test_slow_reply_warns_about_the_deadline(keys, make_harness):
     assert code == 0
     assert "WARN check_url" in output
     assert "over DingTalk's 1500 ms deadline" in output
+
+
+def test_an_event_still_in_progress_is_reported_as_such_not_as_a_failure(keys, make_harness):
+    """DingTalk's retry of an event whose handler still runs gets the function's 409: the
+    expected answer while a worker runs, so the CLI says what it is and exits 0."""
+    started, release = threading.Event(), threading.Event()
+    router = Router()
+
+    @router.on("user_add_org")
+    def slow(event):
+        started.set()
+        release.wait(20)
+
+    server = BackgroundServer(make_harness(router).app, threaded=True)
+    trigger = ("trigger", "user_add_org", "--url", server.url, "--keep-ids")  # the same eventId twice
+    first = []
+    running = threading.Thread(target=lambda: first.append(run_cli(*trigger)))
+    running.start()
+    try:
+        assert started.wait(20)
+        code, output = run_cli(*trigger)
+    finally:
+        release.set()
+        running.join(20)
+        server.close()
+    assert (code, output.split(":")[0]) == (0, "BUSY user_add_org"), output
+    assert "HTTP 409" in output
+    assert "FAIL" not in output
+    assert first[0][0] == 0
+    assert first[0][1].startswith("OK   user_add_org")
+
+
+def test_another_409_is_still_a_failure(keys):
+    def conflict(environ, start_response):
+        start_response("409 Conflict", [("Content-Type", "application/json")])
+        return [json.dumps({"errcode": 1, "errmsg": "not ours"}).encode()]
+
+    code, output = check_url_against(conflict)
+    assert code == 1
+    assert output.startswith("FAIL check_url: HTTP 409")
 
 
 def test_decrypt_a_captured_delivery(keys):

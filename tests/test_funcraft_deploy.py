@@ -79,15 +79,37 @@ def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() and not path.is_symlink() else None
 
 
+# What a clone never holds, for a project that is no git checkout (the team-project proof's copy).
+NOT_CLONED = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "node_modules",
+    "build",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".mypy_cache",
+    ".hypothesis",
+    ".fun",
+    ".s",
+    ".env",
+    "certs",
+    "template.packaged.yml",
+)
+
+
 def fresh_copy(target):
     """What `git clone` gives: the tracked and untracked-but-not-ignored files, no build, no .env."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
         capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
+    )
+    if listed.returncode != 0:  # not a checkout: the same files, by the patterns .gitignore names
+        shutil.copytree(ROOT, target, ignore=NOT_CLONED, dirs_exist_ok=True)
+        os.symlink(os.path.join(ROOT, "node_modules"), os.path.join(target, "node_modules"))
+        return target
+    for name in filter(None, listed.stdout.decode().split("\0")):
         source = os.path.join(ROOT, name)
         if name.startswith("node_modules") or not os.path.isfile(source):
             continue
@@ -117,7 +139,7 @@ class Project:
 
     def make_package(self):
         """`make package`, with this suite's virtualenv rather than a new one in the copy."""
-        venv = os.path.join(ROOT, ".venv")
+        venv = os.path.dirname(os.path.dirname(sys.executable))  # the suite's own, wherever it runs
         return self.run(["make", "-o", os.path.join(venv, ".installed"), "package", f"VENV={venv}"])
 
 

@@ -260,12 +260,17 @@ def verifies(environ):
         return False
 
 
-def test_fuzz_ten_thousand_requests():
+@pytest.mark.parametrize(
+    "examples", [1_000, pytest.param(10_000, marks=pytest.mark.slow)], ids=lambda n: f"{n} requests"
+)
+def test_fuzzed_requests_never_crash_nor_succeed_unverified(examples):
+    """Every generated request gets a JSON answer under 500, and success only when it verifies.
+    A thousand by default (seconds); ten thousand in `make test-slow` and CI."""
     harness = CallbackHarness(product_router.router, TEST_ENV)
     tally = {"requests": 0, "success": 0, "rejected": 0}
 
     @settings(
-        max_examples=10_000,
+        max_examples=examples,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
@@ -290,9 +295,9 @@ def test_fuzz_ten_thousand_requests():
 
     check()
     print(f"fuzz: {tally}")
-    assert tally["requests"] >= 10_000
-    assert tally["success"] > 100  # the generator does reach the success path
-    assert tally["rejected"] > 5_000
+    assert tally["requests"] >= examples
+    assert tally["success"] > examples // 100  # the generator does reach the success path
+    assert tally["rejected"] > examples // 2
 
 
 def test_decryption_failures_give_no_padding_oracle(make_harness):

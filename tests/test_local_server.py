@@ -1,6 +1,7 @@
 """End to end over real HTTP on loopback: `make run`'s server and a DingTalk-side client."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -113,3 +114,47 @@ def test_some_but_not_all_keys_set_refuses_to_start():
 def test_a_misconfigured_function_refuses_to_start():
     lines = run_server_expecting_refusal({**TEST_ENV, "DINGTALK_DEDUP_TTL_SECONDS": "soon"}, "--port", "0")
     assert lines[-1] == ("error: configuration error: DINGTALK_DEDUP_TTL_SECONDS must be a whole number; not starting")
+
+
+BANNER_ROUTER = """\
+from dingtalk_fc import Router
+
+router = Router()
+
+
+@router.on("user_add_org", "user_leave_org")
+def people(event):
+    return None
+
+
+@router.on("bpms_instance_change", deferred=True)
+def approvals(event):
+    return None
+
+
+@router.catch_all
+def everything_else(event):
+    return None
+"""
+
+
+def test_the_banner_lists_the_registered_handlers(tmp_path):
+    """`make run` says which handler answers which EventType (and which run on the worker)."""
+    (tmp_path / "banner_router.py").write_text(BANNER_ROUTER)
+    env = server_environment(TEST_ENV)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    command = [sys.executable, "-m", "dingtalk_fc_dev.local_server", "--handlers", "banner_router", "--port", "0"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        banner = []
+        while not banner or not banner[-1].startswith(("listening on", "error")):
+            banner.append(process.stderr.readline())
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert banner[-4:-1] == [
+        "  approvals (deferred: runs on the worker): bpms_instance_change\n",
+        "  people: user_add_org, user_leave_org\n",
+        "  everything_else: any other EventType\n",
+    ], banner
+    assert banner[-5] == "handlers in banner_router.py:\n"

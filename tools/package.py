@@ -2,7 +2,7 @@
 
     python tools/package.py --runtime python3       # Funcraft, Python 3.6 -> build/run-make-package/python3.zip
     python tools/package.py --runtime python3.10    # fc3, Python 3.10 -> build/run-make-package/python3.10.zip
-    python tools/package.py --refresh-lock          # rewrite tools/lock-python3.txt with Python 3.6
+    python tools/package.py --refresh-lock          # rewrite tools/lock-python3.txt with Python 3.6.15
     python tools/package.py --list-own              # the project's own modules the package ships
 
 What is shipped: every top-level module (``*.py``) and package (a folder with ``__init__.py``)
@@ -31,6 +31,11 @@ from typing import Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNTIMES = {"python3": "3.6", "python3.9": "3.9", "python3.10": "3.10", "python3.12": "3.12"}
+# The exact Python of FC's python3 runtime, as Aliyun's fc-docker image of it builds it
+# (python3.6/base/Dockerfile: PYTHON_VERSION 3.6.15). pip reads `--python-version 3.6` as 3.6.0
+# and refuses releases that need 3.6.1 or later (pyparsing 3.1 needs 3.6.8): the lock and the
+# package both target this one, and `make lock` resolves under an interpreter of this version.
+TARGET_PYTHON = {"python3": "3.6.15"}
 PLATFORM = "manylinux2014_x86_64"
 # Top-level names of the repository that are never deployed; everything else that Python can
 # import (modules and packages) is.
@@ -52,6 +57,9 @@ RUNTIME_ONLY = {"aliyun-fc2": {"python3"}}
 OUTPUT_DIR = os.path.join("build", "run-make-package")
 LOCKED_RUNTIME = "python3"
 LOCK_FILE = os.path.join("tools", "lock-python3.txt")
+# Optional, per runtime: requirements-python3.10.txt adds to requirements.txt, or re-pins its lines
+# by name, for that runtime's package only (a team on FC 3.0 alone is not held to 3.6 releases).
+RUNTIME_REQUIREMENTS = "requirements-{runtime}.txt"
 REFRESH_COMMAND = "make lock"
 LOCK_HEADER = """\
 # FC's python3 runtime is Python 3.6. pip cannot evaluate environment markers for another
@@ -167,7 +175,11 @@ def compile_bytecode(output: str, python_version: str) -> bool:
     return True
 
 
-def install_dependencies(requirements: List[str], output: str, python_version: str, locked: bool) -> None:
+def install_dependencies(
+    requirements: List[str], output: str, python_version: str, locked: bool, constraints: List[str]
+) -> None:
+    """pip for the target, not this machine: ``--no-deps`` from the lock, or resolved with the
+    lock's pins as constraints so both zips ship the same release wherever one serves both."""
     with tempfile.TemporaryDirectory(prefix="wheelhouse-") as wheelhouse:
         pure = [line for line in requirements if requirement_name(line) in SOURCE_ONLY]
         if pure:
@@ -175,20 +187,52 @@ def install_dependencies(requirements: List[str], output: str, python_version: s
         install = ["install", "--target", output, "--no-compile", "--platform", PLATFORM]
         install += ["--python-version", python_version, "--implementation", "cp", "--only-binary=:all:"]
         install += ["--find-links", wheelhouse, *requirements]
-        pip(*install, *(["--no-deps"] if locked else []))
+        if locked:
+            pip(*install, "--no-deps")
+            return
+        constraint_file = os.path.join(wheelhouse, "constraints.txt")
+        with open(constraint_file, "w", encoding="utf-8") as out:
+            out.write("".join(line + "\n" for line in constraints))
+        try:
+            pip(*install, "--constraint", constraint_file)
+        except subprocess.CalledProcessError:
+            print(
+                f"note: the lock's pins do not all install for Python {python_version}: resolved afresh, so"
+                f" some releases differ from the python3 package (pin them in {RUNTIME_REQUIREMENTS})",
+                file=sys.stderr,
+            )
+            shutil.rmtree(output)
+            os.makedirs(output)
+            pip(*install)
+
+
+def runtime_requirements(root: str, runtime: str) -> List[str]:
+    """requirements.txt, with the runtime's own file (if any) re-pinning lines by name and adding others."""
+    lines = requirement_lines(os.path.join(root, "requirements.txt"))
+    own_path = os.path.join(root, RUNTIME_REQUIREMENTS.format(runtime=runtime))
+    if runtime == LOCKED_RUNTIME or not os.path.exists(own_path):
+        return lines
+    own = requirement_lines(own_path)
+    replaced = {requirement_name(line) for line in own}
+    return [line for line in lines if requirement_name(line) not in replaced] + own
 
 
 def build(runtime: str, output: str, root: str = ROOT) -> str:
     """Fill ``output`` (a folder) with the function for ``runtime``; return it."""
-    python_version = RUNTIMES[runtime]
+    python_version = TARGET_PYTHON.get(runtime, RUNTIMES[runtime])
     locked = runtime == LOCKED_RUNTIME
-    listed = requirement_lines(check_lock(root) if locked else os.path.join(root, "requirements.txt"))
+    listed = requirement_lines(check_lock(root)) if locked else runtime_requirements(root, runtime)
     requirements = [line for line in listed if runtime in RUNTIME_ONLY.get(requirement_name(line), {runtime})]
+    constraints = []  # type: List[str]
+    lock = os.path.join(root, LOCK_FILE)
+    if not locked and os.path.exists(lock):
+        chosen = {requirement_name(line) for line in requirements}
+        constraints = [line for line in requirement_lines(lock) if requirement_name(line) not in chosen]
     if os.path.exists(output):
         shutil.rmtree(output)
     os.makedirs(output)
     bake_settings(runtime, root, output)  # first: a bad .env fails before the download
-    install_dependencies(requirements, output, python_version, locked)
+    install_dependencies(requirements, output, python_version, locked, constraints)
     for name in own_modules(root):
         source = os.path.join(root, name)
         if os.path.isdir(source):
@@ -196,7 +240,7 @@ def build(runtime: str, output: str, root: str = ROOT) -> str:
         else:
             shutil.copy2(source, output)
     prune(output)
-    compile_bytecode(output, python_version)
+    compile_bytecode(output, RUNTIMES[runtime])
     return output
 
 
@@ -224,46 +268,126 @@ def write_zip(folder: str, archive: str) -> int:
     return os.path.getsize(archive)
 
 
-def refresh_lock(root: str = ROOT) -> str:
-    """Resolve ``requirements.txt`` with pip under a real Python 3.6 and rewrite the lock.
+class NoReleaseForTarget(PackageError):
+    """A requirement pins a release that does not run on the lock's Python (exit status 2)."""
 
+
+def lock_interpreter() -> str:
+    """A Python of exactly the lock's target version: another 3.6 would resolve other releases."""
+    target = TARGET_PYTHON[LOCKED_RUNTIME]
+    exact = os.path.expanduser(f"~/.pyenv/versions/{target}/bin/python{RUNTIMES[LOCKED_RUNTIME]}")
+    python = exact if os.access(exact, os.X_OK) else find_interpreter(RUNTIMES[LOCKED_RUNTIME])
+    if python is None:
+        raise PackageError(f"refreshing the lock needs Python {target} (pyenv install {target})")
+    found = subprocess.run([python, "-c", "import platform; print(platform.python_version())"], capture_output=True)
+    if found.stdout.decode().strip() != target:
+        version = found.stdout.decode().strip()
+        raise PackageError(f"the lock targets Python {target} (FC's python3 runtime), {python} is {version}")
+    return python
+
+
+def newest_release_for(python: str, name: str) -> Optional[str]:
+    """The newest release of ``name`` that pip under ``python`` would install (one index look-up)."""
+    with tempfile.TemporaryDirectory(prefix="probe-") as probe:
+        download = [python, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps"]
+        result = subprocess.run([*download, "--dest", probe, name], capture_output=True)
+        found = os.listdir(probe)
+    if result.returncode != 0 or not found:
+        return None
+    if found[0].endswith(".whl"):  # name-version-tags.whl, with any "-" of the name escaped
+        return found[0].split("-")[1]
+    return re.sub(r"\.(tar\.gz|tar\.bz2|zip)$", "", found[0]).rsplit("-", 1)[1]  # name-version.tar.gz
+
+
+def check_releases_exist(python: str, requirements: List[str]) -> None:
+    """Name the first pin with no release for the target, and the newest release that has one."""
+    for line in requirements:
+        download = [python, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps"]
+        with tempfile.TemporaryDirectory(prefix="probe-") as probe:
+            if subprocess.run([*download, "--dest", probe, line], capture_output=True).returncode == 0:
+                continue
+        name = re.split(r"[<>=!~\[ ;]", line)[0]
+        target = TARGET_PYTHON[LOCKED_RUNTIME]
+        newest = newest_release_for(python, name)
+        instead = f"the newest that does is {name}=={newest}" if newest else f"no release of {name} does"
+        raise NoReleaseForTarget(
+            f"{line} has no release for Python {target} (FC's python3 runtime): {instead};"
+            f" for FC 3.0 only, pin it in {RUNTIME_REQUIREMENTS.format(runtime='python3.10')}"
+        )
+
+
+def resolve(python: str, root: str, scratch: str, constraints: List[str], override_pins: List[str]) -> Dict[str, str]:
+    """Install requirements.txt under the lock's Python into a scratch folder; its pins."""
+    target = tempfile.mkdtemp(prefix="site-", dir=scratch)
+    constraint_file = target + ".constraints.txt"
+    with open(constraint_file, "w", encoding="utf-8") as out:
+        out.write("".join(line + "\n" for line in constraints))
+    base = ["install", "--target", target, "--no-compile", "--no-build-isolation", "--constraint", constraint_file]
+    # Top-level requirements without their dependencies first, then each missing dependency
+    # (with its own), so an override is never re-resolved against the release that dropped 3.6.
+    pip(*base, "--no-deps", "--requirement", os.path.join(root, "requirements.txt"), *override_pins, python=python)
+    for _round in range(20):
+        missing = missing_dependencies(python, target)
+        if not missing:
+            break
+        pip(*base, *missing, python=python)
+    return installed_pins(python, target)
+
+
+def lock_changes(before: Dict[str, str], after: Dict[str, str]) -> List[str]:
+    """What a refresh changed, one line a pin, for the developer to read before committing."""
+    lines = []
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name), after.get(name)
+        if old == new:
+            continue
+        if old is None:
+            lines.append(f"added   {new}")
+        elif new is None:
+            lines.append(f"removed {old}")
+        else:
+            lines.append(f"changed {name} {old.split('==')[1]} -> {new.split('==')[1]}")
+    return lines or ["no pin changed"]
+
+
+def refresh_lock(root: str = ROOT) -> List[str]:
+    """Resolve ``requirements.txt`` with pip under the lock's Python and rewrite the lock; the changes.
+
+    Pins already in the lock are kept wherever the requirements still accept them (given to pip
+    as constraints): a refresh after adding one requirement does not move unrelated ones.
     Overrides (lines marked ``# override:``) are installed first and kept: they pin a release
     that still supports 3.6 where a dependency asks for a newer one it does not need.
     """
-    python = find_interpreter(RUNTIMES[LOCKED_RUNTIME])
-    if python is None:
-        raise PackageError("refreshing the lock needs a Python 3.6 interpreter (pyenv install 3.6.15)")
+    python = lock_interpreter()
     lock = os.path.join(root, LOCK_FILE)
     overrides = []  # type: List[str]
+    previous = []  # type: List[str]
     if os.path.exists(lock):
         with open(lock, encoding="utf-8") as source:
-            overrides = [line.rstrip("\n") for line in source if OVERRIDE_MARK in line and not line.startswith("#")]
+            lines = [line.rstrip("\n") for line in source if not line.startswith("#")]
+        overrides = [line for line in lines if OVERRIDE_MARK in line]
+        previous = [line.split("#")[0].strip() for line in lines if line.strip() and OVERRIDE_MARK not in line]
     override_pins = [line.split("#")[0].strip() for line in overrides]
+    requested = set(pins(requirement_lines(os.path.join(root, "requirements.txt"))))
+    kept = [line for line in previous if requirement_name(line) not in requested]
     with tempfile.TemporaryDirectory(prefix="lock-") as scratch:
         # Python 3.6 comes with pip 18, which does not honour Requires-Python everywhere;
         # 21.3 is the last pip for 3.6.
         subprocess.run([python, "-m", "venv", os.path.join(scratch, "venv")], check=True)
         python = os.path.join(scratch, "venv", "bin", "python")
         pip("install", "pip==21.3.1", python=python)
-        target = os.path.join(scratch, "site")
-        constraints = os.path.join(scratch, "overrides.txt")
-        with open(constraints, "w", encoding="utf-8") as out:
-            out.write("\n".join(override_pins) + "\n")
-        base = ["install", "--target", target, "--no-compile", "--no-build-isolation", "--constraint", constraints]
-        # Top-level requirements without their dependencies first, then each missing dependency
-        # (with its own), so an override is never re-resolved against the release that dropped 3.6.
-        pip(*base, "--no-deps", "--requirement", os.path.join(root, "requirements.txt"), *override_pins, python=python)
-        for _round in range(20):
-            missing = missing_dependencies(python, target)
-            if not missing:
-                break
-            pip(*base, *missing, python=python)
-        resolved = installed_pins(python, target)
-    overridden = {canonical(pin.split("==")[0]) for pin in override_pins}
+        check_releases_exist(python, requirement_lines(os.path.join(root, "requirements.txt")))
+        try:
+            resolved = resolve(python, root, scratch, override_pins + kept, override_pins)
+        except subprocess.CalledProcessError:
+            print("note: the new requirements need other releases than the lock's: resolved afresh", file=sys.stderr)
+            resolved = resolve(python, root, scratch, override_pins, override_pins)
+    overridden = {requirement_name(pin) for pin in override_pins}
     lines = [line for name, line in sorted(resolved.items()) if name not in overridden]
     with open(lock, "w", encoding="utf-8") as out:
         out.write(LOCK_HEADER + "\n".join(lines + overrides) + "\n")
-    return lock
+    before = {requirement_name(line): line for line in previous}
+    return lock_changes(before, {requirement_name(line): line for line in lines})
 
 
 PROBE = """
@@ -302,7 +426,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(" ".join(own_modules(args.root)))
             return 0
         if args.refresh_lock:
-            print("wrote " + refresh_lock(args.root))
+            for line in refresh_lock(args.root):
+                print(line)
+            print("wrote " + os.path.join(args.root, LOCK_FILE))
             return 0
         archive = args.output or os.path.join(args.root, OUTPUT_DIR, args.runtime + ".zip")
         folder = os.path.splitext(archive)[0]  # kept next to the zip, to look into
@@ -311,7 +437,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         size = write_zip(folder, archive)
     except PackageError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, NoReleaseForTarget) else 1
     print(f"{args.runtime} (Python {RUNTIMES[args.runtime]}): {archive}, {size / 2**20:.2f} MiB")
     return 0
 
