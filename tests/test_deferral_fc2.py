@@ -7,6 +7,7 @@ import time
 
 import pytest
 from conftest import TEST_ENV
+from stubs.fc2_api import CONCURRENT_UPDATE, DUPLICATE_TASK
 from support.counting import APPROVAL, Counter, router_for
 
 from dingtalk_fc import Event, Router
@@ -94,6 +95,22 @@ def test_fc_refuses_a_second_hand_off_of_the_same_event(deferred):
     assert len(stub.accepted()) == 1
     stub.wait()
     assert handler.started == ["slow-1"]
+
+
+@pytest.mark.parametrize("refusal", [CONCURRENT_UPDATE, (409, ""), (409, DUPLICATE_TASK[1].lower())])
+def test_a_409_that_is_not_the_duplicate_task_answer_is_a_failed_hand_off(deferred, refusal):
+    """Only FC's "this task id exists" means the event is queued; any other conflict queued nothing."""
+    handler = SlowHandler()
+    harness, stub = deferred(handler)
+    stub.refuse_next = [refusal]
+    reply = harness.send(EVENT)
+    assert reply.status == 503
+    assert reply.json == {"errcode": 900131, "errmsg": "deferred hand-off failed"}
+    assert (harness.last_record["outcome"], stub.accepted()) == ("failed", [])
+    retried = harness.send(EVENT)  # DingTalk's retry: the claim was released
+    assert harness.sender.check_reply(retried.status, retried.body) == "success"
+    stub.wait()
+    assert handler.finished == ["slow-1"]
 
 
 def test_failed_hand_off_is_not_success_and_releases_the_claim(deferred):

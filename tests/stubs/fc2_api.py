@@ -12,6 +12,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional
 
+# FC's answer to an async task id submitted again: 409 (FC's "task deduplication" guide) with
+# this code, the one FC 2.0's API returns (see docs/deferral.md for where it is documented).
+DUPLICATE_TASK = (409, "StatefulAsyncInvocationAlreadyExists")
+# Another 409 FC documents for its API (a concurrent update of the function): not a duplicate.
+CONCURRENT_UPDATE = (409, "ConcurrentUpdateError")
 INVOKE_PATH = re.compile(r"^/2016-08-15/services/(?P<service>[^/]+)/functions/(?P<function>[^/]+)/invocations$")
 
 
@@ -45,6 +50,7 @@ class FcApiStub:
         self.invocations = []  # type: List[Dict[str, Any]]
         self.worker_runs = []  # type: List[Dict[str, Any]]
         self.fail_next = 0  # answer this many requests with 500, as FC might
+        self.refuse_next = []  # type: List[tuple]  # (status, code) answers for the next requests
         self.answer_delay_s = 0.0  # hold every answer this long after deciding it
         self.trickle_s = 0.0  # send the answer one byte per this many seconds
         self.lock = threading.Lock()
@@ -91,6 +97,9 @@ class FcApiStub:
             failing = self.fail_next > 0
             if failing:
                 self.fail_next -= 1
+            refusal = self.refuse_next.pop(0) if self.refuse_next else None
+        if refusal:
+            return self.error(*refusal, "refused as told")
         if failing:
             return self.error(500, "InternalServerError", "stub failure")
         checked = self.check(method, path, lowered, body)
@@ -110,7 +119,7 @@ class FcApiStub:
         return 202, {}
 
     def conflict(self) -> tuple:
-        return self.error(409, "ResourceExists", "invocation id exists")
+        return self.error(*DUPLICATE_TASK, "invocation id exists")
 
     def check(self, method: str, path: str, lowered: Dict[str, str], body: bytes) -> Any:
         """A refusal ``(status, answer)``, or the accepted invocation's fields with its task id."""
