@@ -20,7 +20,7 @@ from .deadline import Deadline
 from .dedup import CLAIMED, DONE, Claim, StoreFull, StoreUnavailable
 from .errors import Problem, RequestRejected
 from .events import SUITE_URL_CHECKS, URL_CHECKS, Event, bounded_text
-from .jobs import MAX_JOB_BYTES, MAX_SEALED_TEXT_BYTES, JobSealer
+from .jobs import MAX_JOB_BYTES, REJECTED_ITEM, JobSealer
 from .records import RecordWriter, merge_returned
 from .router import Route, Router
 
@@ -322,19 +322,19 @@ class CallbackPipeline:
 
     def seal_job(self, event: Event, source: str, request_id: str) -> bytes:
         """``event`` as a worker job: what the worker function and a re-drive accept."""
-        return self.seal_text(event.plaintext, source, request_id)
+        return self._jobs.seal(event.plaintext, source, request_id)
 
     def seal_text(self, text: str, source: str, request_id: str) -> bytes:
-        """``text`` encrypted and authenticated like a job: how recovery keeps a failed-list item
-        it could not parse (DingTalk deleted it) without logging its content; see
-        :meth:`open_text`."""
-        return self._jobs.seal(text, source, request_id)
+        """``text`` encrypted and authenticated like a job, but never openable as one: how
+        recovery keeps a failed-list item it could not parse (DingTalk deleted it) without
+        logging its content; see :meth:`open_text`."""
+        return self._jobs.seal(text, source, request_id, purpose=REJECTED_ITEM)
 
     def open_text(self, payload: bytes, max_age_s: "Optional[float]" = None) -> str:
         """The text :meth:`seal_text` sealed; :class:`RequestRejected` unless it is authentic and
         younger than ``max_age_s`` (default: the TTL, as for jobs)."""
         age = max_age_s or self._settings.dedup_retention_s
-        return self._jobs.open(payload, age, MAX_SEALED_TEXT_BYTES).plaintext
+        return self._jobs.open(payload, age, REJECTED_ITEM).plaintext
 
     @property
     def has_worker(self) -> bool:

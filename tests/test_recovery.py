@@ -483,6 +483,31 @@ def test_a_rejected_item_is_kept_sealed_and_redrive_runs_it_once_the_limit_allow
     assert handler.completed == {"ev-1": 1, "ev-2": 1}
 
 
+def test_a_rejected_items_sealed_copy_never_opens_as_a_worker_job(recovering, monkeypatch, cli, tmp_path):
+    """A sealed item and a job share the keys: what each is for is bound in, both ways."""
+    import index
+
+    handler = Handler()
+    harness, stub = recovering(handler, deferred=True, DINGTALK_WORKER_FUNCTION="worker")
+    monkeypatch.setattr(index, "runtime", harness.runtime)
+    refused = {**v1_item(event(1, "bpms_instance_change")), "EventType": "bpms_instance_change", "callBackData": 7}
+    stub.add(refused)
+    summary = recovery.recover(harness.runtime, "run-1", context())
+    assert summary["rejected"] == 1
+    (rejected,) = [r for r in harness.records if r.get("outcome") == "rejected"]
+    with pytest.raises(Exception, match="worker job not authentic"):
+        index.worker(rejected["sealed_item"].encode(), FakeFcContext("w"))
+    assert harness.last_record["errcode"] == 900150
+    assert handler.calls == 0
+    job = harness.runtime.pipeline.seal_job(Event.from_data(event(2)), "recovery", "r")
+    as_item = tmp_path / "as-item.jsonl"
+    as_item.write_text(json.dumps({"sealed_item": job.decode()}) + "\n")
+    assert cli(Router(), "redrive", str(as_item)) == (
+        1,
+        f"FAIL {as_item}:1: worker job not authentic (not a job envelope)\nredrive: 1 entries: 1 rejected\n",
+    )
+
+
 def test_redrive_reports_what_a_deferred_handler_did_before_it_exits(cli, tmp_path):
     """The command must not exit under a deferred handler, nor call "deferred" a success."""
     ran = []
