@@ -109,12 +109,13 @@ class FailedPage:
 
 
 def _clean(text: "Any", secrets: "Tuple[str, ...]") -> str:
-    """A short message from DingTalk, with any secret it might echo blanked out."""
-    message = str(text)[:MAX_MESSAGE_CHARS] if text is not None else ""
+    """A short message from DingTalk, with any secret it might echo blanked out before it is cut
+    (cut first, a secret spanning the cut would leave its first characters)."""
+    message = str(text) if text is not None else ""
     for secret in secrets:
         if secret:
             message = message.replace(secret, "***")
-    return message
+    return message[:MAX_MESSAGE_CHARS]
 
 
 class DingTalkApi:

@@ -347,6 +347,32 @@ def test_a_dead_letter_is_recorded_and_redrive_runs_it_once(recovering, monkeypa
     assert handler.completed == {"ev-1": 1}
 
 
+class EchoingDingTalkApi(DingTalkApiStub):
+    """DingTalk refusing the token request with a message that quotes the app secret at ``at``."""
+
+    def __init__(self, at, *args):
+        super().__init__(*args)
+        self.at = at
+
+    def handle(self, method, target, headers, body):
+        if target.startswith("/v1.0/oauth2/accessToken"):
+            return 400, self._v1_error("invalidClientSecret", "m" * self.at + APP_SECRET + " is not valid")
+        return super().handle(method, target, headers, body)
+
+
+@pytest.mark.parametrize("at", [0, 150, 190, 199])
+def test_a_secret_dingtalk_echoes_leaves_no_byte_in_the_summary(make_harness, at):
+    stub = EchoingDingTalkApi(at, APP_KEY, APP_SECRET)
+    try:
+        harness = make_harness(Router(), DINGTALK_APP_SECRET=APP_SECRET, DINGTALK_API_BASE=stub.base)
+        summary = recovery.recover(harness.runtime, "run-1", context())
+    finally:
+        stub.close()
+    assert summary["stopped"] == "credentials_rejected"
+    assert summary["detail"].startswith("HTTP 400 invalidClientSecret: ")
+    assert not any(APP_SECRET[:n] in summary["detail"] for n in range(3, len(APP_SECRET) + 1))
+
+
 def test_a_recovery_without_the_secret_is_one_error_naming_it(recovering):
     harness, stub = recovering(Handler(), DINGTALK_APP_SECRET=None)
     record = recovery.recover(harness.runtime, "run-1", context())
