@@ -390,9 +390,12 @@ class CallbackPipeline:
             return
         if deferred:
             job = self._jobs.seal(event.plaintext, source, request_id, fingerprint)
-            self._hand_off(job, store_key, task_id or "", claim, context, record, deadline)
-        else:
-            self._run(event, route, store_key, claim, fingerprint, record, deadline)
+            if source == "push" or len(job) <= MAX_JOB_BYTES:
+                self._hand_off(job, store_key, task_id or "", claim, context, record, deadline)
+                return
+            # FC can never queue it; recovery and redrive are not held to a push's deadline: run it here
+            record["detail"] = f"ran here: its job of {len(job)} bytes is over FC's {MAX_JOB_BYTES}"
+        self._run(event, route, store_key, claim, fingerprint, record, deadline)
 
     def _is_deferred(self, route: Route) -> bool:
         return route.deferred if route.deferred is not None else self._settings.defer_all
@@ -441,7 +444,8 @@ class CallbackPipeline:
                 raise RequestRejected(errors.JOB_TOO_LARGE, detail=f"job of {len(job)} bytes", outcome="failed")
             if self._deferrer is None:
                 raise HandOffError("no worker configured")
-            self._deferrer.hand_off(task_id, job, context, deadline)
+            # bounded like a push's wherever it comes from: one unanswered call must not spend a recovery run
+            self._deferrer.hand_off(task_id, job, context, Deadline(min(deadline.remaining(), self._budget_s)))
         except RequestRejected:
             self._release(store_key, claim, record)
             raise

@@ -52,6 +52,7 @@ class FcApiStub:
         self.fail_next = 0  # answer this many requests with 500, as FC might
         self.refuse_next = []  # type: List[tuple]  # (status, code) answers for the next requests
         self.answer_delay_s = 0.0  # hold every answer this long after deciding it
+        self.hold_next = []  # type: List[float]  # hold the next answers this long each (after deciding them)
         self.trickle_s = 0.0  # send the answer one byte per this many seconds
         self.lock = threading.Lock()
         self.threads = []  # type: List[threading.Thread]
@@ -64,7 +65,9 @@ class FcApiStub:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, answer = stub.invoke(self.command, self.path, dict(self.headers.items()), body)
-                time.sleep(stub.answer_delay_s)  # FC accepted (or refused) already: the answer is late
+                with stub.lock:
+                    held = stub.hold_next.pop(0) if stub.hold_next else 0.0
+                time.sleep(stub.answer_delay_s + held)  # FC accepted (or refused) already: the answer is late
                 payload = json.dumps(answer).encode() + b" " * (64 if stub.trickle_s else 0)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -1,0 +1,100 @@
+"""Recovery at its limits, against the local DingTalk and FC APIs: the largest events a worker
+allows, an FC that does not answer, and budgets or timeouts too short to pull a page."""
+
+import json
+import time
+
+import pytest
+import test_recovery
+from conftest import STUB_CREDENTIALS
+from stubs.dingtalk_api import v1_item
+from stubs.fc2_api import FcApiStub
+from stubs.fc3_api import Fc3ApiStub
+from test_recovery import Handler, context, event
+
+from dingtalk_fc import Router, recovery
+from dingtalk_fc_dev.testkit import FakeFcContext
+
+MAX_DEFERRABLE_BODY = "122880"
+recovering, cli = test_recovery.recovering, test_recovery.cli  # the fixtures, shared
+
+
+@pytest.fixture
+def with_worker(recovering, monkeypatch):
+    """``make(handler, api=FcApiStub, **environ) -> (harness, dingtalk, fc)``: recovery whose
+    deferred handler goes to the local FC API, which runs ``index.worker``."""
+    import index
+
+    stubs = []
+
+    def make(handler, api=FcApiStub, **environ):
+        def run_worker(payload, request_id):
+            return index.worker(payload, FakeFcContext(request_id=request_id, function="worker"))
+
+        fc = api(run_worker, STUB_CREDENTIALS)
+        stubs.append(fc)
+        settings = {"DINGTALK_WORKER_FUNCTION": "worker", "DINGTALK_FC_ENDPOINT": fc.endpoint, **environ}
+        if api is Fc3ApiStub:
+            settings["DINGTALK_FC_VERSION"] = "3.0"
+        harness, dingtalk = recovering(handler, deferred=True, **settings)
+        monkeypatch.setattr(index, "runtime", harness.runtime)
+        return harness, dingtalk, fc
+
+    yield make
+    for fc in stubs:
+        fc.wait()
+        fc.close()
+
+
+def large_event(n, kilobytes):
+    return {**event(n, "bpms_instance_change"), "form": "x" * (kilobytes * 1024)}
+
+
+@pytest.mark.parametrize("kilobytes", [97, 110, 119])
+def test_a_recovered_event_too_large_for_fcs_async_payload_runs_in_the_recovery(with_worker, kilobytes):
+    handler = Handler()
+    harness, dingtalk, fc = with_worker(handler, DINGTALK_MAX_BODY_BYTES=MAX_DEFERRABLE_BODY)
+    dingtalk.add(v1_item(large_event(1, kilobytes)), v1_item(event(2, "bpms_instance_change")))
+    summary = recovery.recover(harness.runtime, "run-1", context())
+    fc.wait()
+    assert handler.completed == {"ev-1": 1, "ev-2": 1}
+    assert (summary["handled"], summary["deferred"], summary["failed"], summary["rejected"]) == (1, 1, 0, 0)
+    assert [len(i["body"]) <= 128 * 1024 for i in fc.invocations] == [True]  # only the small one went to FC
+    (ran_here,) = [r for r in harness.records if r.get("event_id") == "ev-1" and r.get("outcome")]
+    assert ran_here["outcome"] == "handled"
+    assert "over FC's" in ran_here["detail"]
+
+
+def test_a_large_recovered_event_that_fails_is_redriven_from_its_journal_line(with_worker, cli, tmp_path):
+    def down_once(received, calls):
+        if calls == 1:
+            raise RuntimeError("back end down")
+
+    handler = Handler(down_once)
+    harness, dingtalk, _fc = with_worker(handler, DINGTALK_MAX_BODY_BYTES=MAX_DEFERRABLE_BODY)
+    dingtalk.add(v1_item(large_event(1, 115)))
+    summary = recovery.recover(harness.runtime, "run-1", context())
+    assert (summary["failed"], summary["level"], handler.completed) == (1, "error", {})
+    (journal,) = [r for r in harness.records if r.get("stage") == "pulled"]
+    assert len(journal["job"]) > 128 * 1024
+    export = tmp_path / "journal.jsonl"
+    export.write_text(json.dumps(journal) + "\n")
+    router = Router()
+    router.on("bpms_instance_change", deferred=True)(handler)
+    status, out = cli(router, "redrive", str(export), DINGTALK_MAX_BODY_BYTES=MAX_DEFERRABLE_BODY)
+    assert (status, out) == (0, "redrive: 1 entries: 1 handled\n")
+    assert handler.completed == {"ev-1": 1}
+
+
+def test_one_unanswered_fc3_hand_off_does_not_stall_the_rest_of_the_page(with_worker):
+    handler = Handler()
+    harness, dingtalk, fc = with_worker(handler, api=Fc3ApiStub, DINGTALK_RECOVERY_BUDGET_SECONDS="20")
+    fc.hold_next = [15.0]  # FC queues the first event but its answer never comes in time
+    dingtalk.add(*(v1_item(event(n, "bpms_instance_change")) for n in range(1, 5)))
+    started = time.monotonic()
+    summary = recovery.recover(harness.runtime, "run-1", context())
+    assert time.monotonic() - started < 8  # one request budget for the silent call, not the run's
+    assert (summary["not_run"], summary["failed"]) == (0, 0)
+    assert summary["deferred"] + summary["retried_on_worker"] == 4
+    fc.wait()
+    assert handler.completed == {f"ev-{n}": 1 for n in range(1, 5)}
