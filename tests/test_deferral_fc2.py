@@ -246,11 +246,12 @@ def test_an_unexpected_hand_off_error_releases_the_claim(make_harness):
 
 
 def test_an_event_too_large_for_a_job_is_refused_before_the_hand_off(make_harness):
+    """Outside a push it runs where it is (recovery, redrive); handing it to the worker is refused."""
     deferrer = RecordingDeferrer()
     pipeline = deferring_harness(make_harness, deferrer).runtime.pipeline
     huge = Event.from_data(dict(APPROVAL, eventId="huge-1", comment="x" * 120_000))
-    record = pipeline.process_event(huge, "r", None, "recovery", Deadline(1))
-    assert (record["errcode"], record["outcome"]) == (900133, "failed")
+    retry = pipeline.retry_on_worker(huge, "r", None, "recovery", Deadline(1))
+    assert (retry["errcode"], retry["outcome"]) == (900133, "failed")
     assert deferrer.calls == []
-    small = Event.from_data(dict(APPROVAL, eventId="huge-1"))  # the claim was released
-    assert pipeline.process_event(small, "r", None, "recovery", Deadline(1))["outcome"] == "deferred"
+    record = pipeline.process_event(huge, "r", None, "recovery", Deadline(1))
+    assert (record["outcome"], deferrer.calls) == ("handled", [])
