@@ -40,6 +40,9 @@ SOURCE = "recovery"
 TIMEOUT_MARGIN_S = 20
 # Time held back for running a page before the first page has shown how long one takes.
 MIN_PAGE_RESERVE_S = 5.0
+# The least budget that pulls a page: the first page's reserve and one API call (5 s by default).
+# Less would never pull one, run after run, so it is refused when the run starts.
+MIN_BUDGET_S = 10
 OUTCOME_COUNTERS = {
     "handled": "handled",
     "unhandled": "handled",
@@ -87,7 +90,7 @@ def load_recovery_settings(environ: "Mapping[str, str]") -> RecoverySettings:
         api_base=bases["DINGTALK_API_BASE"],
         oapi_base=bases["DINGTALK_OAPI_BASE"],
         api_timeout_s=_integer(environ, "DINGTALK_API_TIMEOUT_MS", 5000, minimum=100) / 1000,
-        budget_s=_integer(environ, "DINGTALK_RECOVERY_BUDGET_SECONDS", 240, minimum=1),
+        budget_s=_integer(environ, "DINGTALK_RECOVERY_BUDGET_SECONDS", 240, minimum=MIN_BUDGET_S),
         max_pages=_integer(environ, "DINGTALK_RECOVERY_MAX_PAGES", 50, minimum=1),
     )
 
@@ -104,10 +107,16 @@ def api_for(settings: RecoverySettings) -> dingtalk_api.DingTalkApi:
 
 
 def budget_for(settings: RecoverySettings, context: "Any") -> float:
-    """The configured budget, cut to leave ``TIMEOUT_MARGIN_S`` of the function's timeout."""
+    """The configured budget, cut to leave ``TIMEOUT_MARGIN_S`` of the function's timeout;
+    :class:`ConfigError` for a timeout that leaves less than ``MIN_BUDGET_S``."""
     timeout = getattr(getattr(context, "function", None), "timeout", None)
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
-        return max(1.0, min(settings.budget_s, timeout - TIMEOUT_MARGIN_S))
+        if timeout - TIMEOUT_MARGIN_S < MIN_BUDGET_S:
+            raise ConfigError(
+                "the recover function's timeout",
+                f"must be at least {MIN_BUDGET_S + TIMEOUT_MARGIN_S} s ({timeout} s never pulls a page)",
+            )
+        return float(min(settings.budget_s, timeout - TIMEOUT_MARGIN_S))
     return float(settings.budget_s)
 
 
@@ -135,7 +144,8 @@ class Recovery:
         (``stopped``: drained, budget, max_pages, throttled, unavailable, credentials_rejected,
         token_expired, refused). Never raises for DingTalk's failures."""
         started = time.perf_counter()
-        deadline = Deadline(budget_s if budget_s is not None else budget_for(self._settings, context), self._clock)
+        budget = budget_s if budget_s is not None else budget_for(self._settings, context)
+        deadline = Deadline(budget, self._clock)
         summary = {
             "request_id": request_id,
             "source": SOURCE,
@@ -151,6 +161,7 @@ class Recovery:
             "rejected": 0,
             "not_run": 0,
             "pages": 0,
+            "budget_s": budget,
         }  # type: Dict[str, Any]
         stopped = self._pages(deadline, request_id, context, summary)
         summary["stopped"] = stopped
@@ -295,6 +306,8 @@ def recover(runtime: "Runtime", request_id: str, context: "Any") -> "Dict[str, A
         _instances[runtime] = recovery
     try:
         return recovery.run(request_id, context)
+    except ConfigError as error:  # the function's timeout leaves no room for a page
+        return _summary_error(runtime, request_id, "misconfigured", errors.MISCONFIGURED, str(error))
     except Exception as error:  # a bug: one error record, and no retry of the timer run on top of the next
         logger.error("recovery run %s failed: %s", request_id, type(error).__name__)
         return _summary_error(runtime, request_id, "internal_error", errors.INTERNAL_ERROR, type(error).__name__)

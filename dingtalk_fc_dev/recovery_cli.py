@@ -90,7 +90,8 @@ def cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
     if args.dry_run:
         return _dry_run(runtime, api, settings, out)
     run = recovery.Recovery(runtime.pipeline, api, settings, records, runtime.pipeline.max_body_bytes)
-    summary = run.run("cli-" + uuid.uuid4().hex[:12], FakeFcContext(function="recover"))
+    # the configured budget: this process has no function timeout to fit in
+    summary = run.run("cli-" + uuid.uuid4().hex[:12], FakeFcContext(function="recover"), budget_s=settings.budget_s)
     report = {k: v for k, v in summary.items() if k not in ("request_id", "level")}
     ran = worker.take()
     report["deferred_outcomes"] = {outcome: ran.count(outcome) for outcome in sorted(set(ran))}

@@ -98,3 +98,41 @@ def test_one_unanswered_fc3_hand_off_does_not_stall_the_rest_of_the_page(with_wo
     assert summary["deferred"] + summary["retried_on_worker"] == 4
     fc.wait()
     assert handler.completed == {f"ev-{n}": 1 for n in range(1, 5)}
+
+
+@pytest.mark.parametrize("budget", ["1", "5", "9"])
+def test_a_budget_that_can_never_pull_a_page_is_refused_naming_the_variable(recovering, budget):
+    harness, dingtalk = recovering(Handler(), DINGTALK_RECOVERY_BUDGET_SECONDS=budget)
+    dingtalk.add(v1_item(event(1)))
+    summary = recovery.recover(harness.runtime, "run-1", context())
+    assert (summary["stopped"], summary["errcode"], summary["level"]) == ("misconfigured", 900140, "error")
+    assert summary["detail"] == "DINGTALK_RECOVERY_BUDGET_SECONDS must be at least 10"
+    assert dingtalk.requests == []
+
+
+@pytest.mark.parametrize("timeout", [10, 21, 25, 29])
+def test_a_recover_function_timeout_that_can_never_pull_a_page_is_refused(recovering, timeout):
+    harness, dingtalk = recovering(Handler())
+    dingtalk.add(v1_item(event(1)))
+    summary = recovery.recover(harness.runtime, "run-1", context(timeout=timeout))
+    assert (summary["stopped"], summary["errcode"], summary["level"]) == ("misconfigured", 900140, "error")
+    assert summary["detail"] == f"the recover function's timeout must be at least 30 s ({timeout} s never pulls a page)"
+    assert dingtalk.requests == []
+
+
+def test_the_shortest_accepted_budget_and_timeout_pull_the_page(recovering):
+    handler = Handler()
+    harness, dingtalk = recovering(handler, DINGTALK_RECOVERY_BUDGET_SECONDS="10")
+    dingtalk.add(v1_item(event(1)))
+    summary = recovery.recover(harness.runtime, "run-1", context(timeout=30))
+    assert (summary["stopped"], summary["handled"], summary["budget_s"]) == ("drained", 1, 10)
+    assert handler.completed == {"ev-1": 1}
+
+
+def test_the_cli_recover_budget_follows_the_variable(recovering, cli):
+    harness, dingtalk = recovering(Handler())
+    dingtalk.add(v1_item(event(1)))
+    settings = {name: value for name, value in harness.runtime.environ.items() if name.startswith("DINGTALK_")}
+    status, out = cli(Router(), "recover", **{**settings, "DINGTALK_RECOVERY_BUDGET_SECONDS": "600"})
+    report = json.loads(out)
+    assert (status, report["budget_s"], report["stopped"], report["handled"]) == (0, 600, "drained", 1)
