@@ -13,7 +13,7 @@ import sys
 import uuid
 from typing import Any, Callable, Dict, Iterator, List, TextIO, Tuple
 
-from dingtalk_fc import dead_letter, failed_items, recovery
+from dingtalk_fc import dead_letter, errors, failed_items, recovery
 from dingtalk_fc.config import ConfigError
 from dingtalk_fc.deadline import Deadline
 from dingtalk_fc.dingtalk_api import ApiError
@@ -97,59 +97,78 @@ def cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
     report["deferred_outcomes"] = {outcome: ran.count(outcome) for outcome in sorted(set(ran))}
     print(json.dumps(report), file=out)
     clean = summary["stopped"] in ("drained", "budget", "max_pages") and "failed" not in ran
-    return EXIT_OK if clean and not summary["failed"] and not summary["not_run"] else EXIT_FAILED
+    lost = summary["failed"] or summary["not_run"] or summary["rejected"]  # each needs a redrive
+    return EXIT_OK if clean and not lost else EXIT_FAILED
 
 
 def _dry_run(runtime: Runtime, api: Any, settings: recovery.RecoverySettings, out: TextIO) -> int:
     """Print what the list holds, one JSON line per item; runs nothing. DingTalk may delete
     what it returns, so each line carries the event sealed as a job: keep the output, and
-    ``redrive`` it to run the events."""
+    ``redrive`` it to run the events. Lines are ASCII, so no identifier and no stdout encoding
+    can stop the page half-written."""
     pipeline = runtime.pipeline
-    pulled = 0
+    pulled, rejected, status = 0, 0, EXIT_OK
     for _page in range(settings.max_pages):
         try:
             page = api.failed_page()
         except ApiError as error:
             print(f"error: DingTalk: {error.kind}: {error}", file=sys.stderr)
-            return EXIT_UNUSABLE
+            status = EXIT_UNUSABLE
+            break
         for item in page.items:
             pulled += 1
-            try:
-                event = failed_items.event_from_item(item, pipeline.max_body_bytes)
-            except RequestRejected as rejection:
-                line = {"rejected": rejection.problem.errmsg, "detail": rejection.detail}  # type: Dict[str, Any]
-                line.update(recovery.kept_item(pipeline, item, "dry-run"))
-            else:
-                line = {"event_type": event.type, "event_id": event.key, "corp_id": event.corp_id}
-                line.update(event.identifiers)
-                line["job"] = pipeline.seal_job(event, "recovery", "dry-run").decode("ascii")
-            print(json.dumps(line, ensure_ascii=False), file=out)
+            line = _dry_run_line(pipeline, item)
+            rejected += "rejected" in line
+            print(json.dumps(line, ensure_ascii=True), file=out, flush=True)
         if not page.more:
             break
-    print(f"{pulled} item(s) in the failed list ({settings.generation} API)", file=sys.stderr)
-    return EXIT_OK
+    print(f"{pulled} item(s) in the failed list ({settings.generation} API), {rejected} rejected", file=sys.stderr)
+    return status if status or not rejected else EXIT_FAILED
 
 
-def redrive_entries(lines: Iterator[str]) -> Iterator[Tuple[int, str, Any]]:
+def _dry_run_line(pipeline: Any, item: Any) -> Dict[str, Any]:
+    """One item's line: its event sealed as a job, or why it was rejected and the item sealed."""
+    try:
+        event = failed_items.event_from_item(item, pipeline.max_body_bytes)
+        line = {"event_type": event.type, "event_id": event.key, "corp_id": event.corp_id}  # type: Dict[str, Any]
+        line.update(event.identifiers)
+        line["job"] = pipeline.seal_job(event, "recovery", "dry-run").decode("ascii")
+        return line
+    except Exception as error:  # one item must never cost the rest of the page
+        rejection = error if isinstance(error, RequestRejected) else RequestRejected(errors.INTERNAL_ERROR)
+        line = {"rejected": rejection.problem.errmsg, "detail": rejection.detail or type(error).__name__}
+        line.update(recovery.kept_item(pipeline, item, "dry-run"))
+        return line
+
+
+def redrive_entries(lines: Iterator[Any]) -> Iterator[Tuple[int, str, Any]]:
     """``(line number, kind, value)``: kind ``job`` (bytes of a worker job), ``sealed_item`` (bytes
-    of an item recovery rejected, sealed) or ``item``."""
+    of an item recovery rejected, sealed) or ``item``. ``lines`` are text, or bytes (UTF-8)."""
     for number, line in enumerate(lines, 1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RecoveryCliError(f"line {number}: not UTF-8") from None
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
+        except RecursionError:
+            raise RecoveryCliError(f"line {number}: JSON nested too deeply") from None
         except ValueError:
             raise RecoveryCliError(f"line {number}: not JSON") from None
         if isinstance(entry, dict) and "requestPayload" in entry:  # FC's on-failure document
             entry = dead_letter.dead_letter_record(entry, "redrive")
             if "job" not in entry:
                 raise RecoveryCliError(f"line {number}: no worker job in the destination payload")
+        # a lone surrogate is kept (and fails authentication) rather than stopping the file here
         if isinstance(entry, dict) and isinstance(entry.get("job"), str):  # dead letter or journal
-            yield number, "job", entry["job"].encode("utf-8")
+            yield number, "job", entry["job"].encode("utf-8", "surrogatepass")
         elif isinstance(entry, dict) and isinstance(entry.get("sealed_item"), str):  # a rejected item
-            yield number, "sealed_item", entry["sealed_item"].encode("utf-8")
+            yield number, "sealed_item", entry["sealed_item"].encode("utf-8", "surrogatepass")
         elif isinstance(entry, dict) and "dingtalk_fc_job" in entry:  # a bare job
-            yield number, "job", line.strip().encode("utf-8")
+            yield number, "job", line.strip().encode("utf-8", "surrogatepass")
         elif isinstance(entry, dict) and isinstance(entry.get("failedList", entry.get("failed_list")), list):
             for item in entry.get("failedList", entry.get("failed_list")):  # a captured page
                 yield number, "item", item
@@ -163,35 +182,48 @@ def cmd_redrive(args: argparse.Namespace, out: TextIO) -> int:
     pipeline = runtime.pipeline
     context = FakeFcContext(function="redrive")
     max_age_s = float("inf") if args.accept_expired else None
-    with open(args.file, encoding="utf-8") as source:
+    with open(args.file, "rb") as source:  # decoded line by line: a bad line is named, not a traceback
         entries = list(redrive_entries(source))
+    shown = shown_path(args.file)
     failures = 0
     outcomes = {}  # type: Dict[str, int]
     for number, kind, value in entries:
         request_id = f"redrive-{number}-{uuid.uuid4().hex[:8]}"
-        if kind == "job":
-            try:
-                outcome = pipeline.run_job(value, request_id, context, max_age_s=max_age_s)
-            except Exception as error:
-                outcome = "failed"
-                print(f"FAIL {args.file}:{number}: {type(error).__name__}", file=out)
-        else:
-            try:
-                item = json.loads(pipeline.open_text(value, max_age_s)) if kind == "sealed_item" else value
-                event = failed_items.event_from_item(item, pipeline.max_body_bytes)
-            except RequestRejected as rejection:
-                outcome = "rejected"
-                print(f"FAIL {args.file}:{number}: {rejection.problem.errmsg} ({rejection.detail})", file=out)
-            else:
-                record = pipeline.process_event(event, request_id, context, "redrive", Deadline(REDRIVE_BUDGET_S))
-                outcome = record.get("outcome", "failed")
-                if outcome == "deferred":  # what the worker, run before hand_off returned, did
-                    outcome = (worker.take() or ["failed"])[-1]
+        try:
+            outcome = _redrive_one(pipeline, worker, kind, value, request_id, context, max_age_s)
+        except RequestRejected as rejection:  # a handler that failed is "failed", a refused entry "rejected"
+            outcome = rejection.outcome if rejection.outcome in ("failed", "in_flight") else "rejected"
+            detail = f" ({rejection.detail})" if rejection.detail else ""
+            print(f"FAIL {shown}:{number}: {rejection.problem.errmsg}{detail}", file=out)
+        except Exception as error:  # one entry must never stop the file (or its summary)
+            outcome = "failed"
+            print(f"FAIL {shown}:{number}: {type(error).__name__}", file=out)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         failures += outcome in ("failed", "rejected", "in_flight")
     runtime_summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
     print(f"redrive: {len(entries)} entries: {runtime_summary or 'nothing'}", file=out)
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def _redrive_one(
+    pipeline: Any, worker: InlineWorker, kind: str, value: Any, request_id: str, context: Any, max_age_s: Any
+) -> str:
+    """Run one entry; its outcome. Raises for a job the worker refused (RequestRejected for an
+    item that is not one)."""
+    if kind == "job":
+        return pipeline.run_job(value, request_id, context, max_age_s=max_age_s)
+    item = json.loads(pipeline.open_text(value, max_age_s)) if kind == "sealed_item" else value
+    event = failed_items.event_from_item(item, pipeline.max_body_bytes)
+    record = pipeline.process_event(event, request_id, context, "redrive", Deadline(REDRIVE_BUDGET_S))
+    outcome = record.get("outcome", "failed")
+    if outcome == "deferred":  # what the worker, run before hand_off returned, did
+        outcome = (worker.take() or ["failed"])[-1]
+    return outcome
+
+
+def shown_path(path: str) -> str:
+    """``path`` as ASCII: a report line must not fail on a file name stdout cannot encode."""
+    return path.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def add_commands(commands: Any) -> None:
