@@ -166,7 +166,8 @@ class Recovery:
         stopped = self._pages(deadline, request_id, context, summary)
         summary["stopped"] = stopped
         summary["token_requests"] = self._api.token_requests
-        summary["level"] = "error" if summary["failed"] or summary["not_run"] or stopped in _ERRORS else "info"
+        unrun = summary["failed"] or summary["not_run"] or summary["rejected"]  # each needs a redrive
+        summary["level"] = "error" if unrun or stopped in _ERRORS else "info"
         if stopped in _WARNINGS and summary["level"] == "info":
             summary["level"] = "warning"
         summary["elapsed_ms"] = elapsed_ms(started)
@@ -238,12 +239,13 @@ class Recovery:
             summary[counter] += 1
 
     def _rejected(self, rejection: RequestRejected, item: "Any", request_id: str) -> None:
+        """An error, for the alert: DingTalk deleted the item and nothing ran it."""
         problem = rejection.problem
         record = {
             "request_id": request_id,
             "source": SOURCE,
             "outcome": "rejected",
-            "level": "warning",
+            "level": "error",
             "errcode": problem.errcode,
             "errmsg": problem.errmsg,
             "detail": rejection.detail,
