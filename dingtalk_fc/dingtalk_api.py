@@ -265,7 +265,7 @@ class DingTalkApi:
             raise RedirectRefused(f"HTTP {status}: redirect refused", status)
         try:
             answer = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # not an answer of DingTalk's
             answer = None
         if not isinstance(answer, dict):
             if status >= 500 or status < 400:

@@ -6,8 +6,8 @@ import time
 
 import pytest
 import test_recovery
-from conftest import STUB_CREDENTIALS
-from stubs.dingtalk_api import v1_item
+from conftest import APP_SECRET, STUB_CREDENTIALS
+from stubs.dingtalk_api import DingTalkApiStub, v1_item
 from stubs.fc2_api import FcApiStub
 from stubs.fc3_api import Fc3ApiStub
 from test_recovery import Handler, context, event
@@ -136,3 +136,37 @@ def test_the_cli_recover_budget_follows_the_variable(recovering, cli):
     status, out = cli(Router(), "recover", **{**settings, "DINGTALK_RECOVERY_BUDGET_SECONDS": "600"})
     report = json.loads(out)
     assert (status, report["budget_s"], report["stopped"], report["handled"]) == (0, 600, "drained", 1)
+
+
+class NestingDingTalkApi(DingTalkApiStub):
+    """DingTalk answering the failed list with a document nested too deeply to parse."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        answer_normally = self.server.RequestHandlerClass
+
+        class Handler(answer_normally):
+            def _answer(self):
+                if not self.path.startswith("/v1.0/event/callbacks/failedResults"):
+                    return answer_normally._answer(self)
+                payload = b'{"failedList": ' + b"[" * 100000 + b"]" * 100000 + b"}"
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _answer
+
+        self.server.RequestHandlerClass = Handler
+
+
+def test_a_failed_list_answer_nested_too_deeply_stops_the_run_as_unavailable(make_harness):
+    dingtalk = NestingDingTalkApi(test_recovery.APP_KEY, APP_SECRET)
+    try:
+        harness = make_harness(Router(), DINGTALK_APP_SECRET=APP_SECRET, DINGTALK_API_BASE=dingtalk.base)
+        summary = recovery.recover(harness.runtime, "run-1", context())
+    finally:
+        dingtalk.close()
+    assert (summary["stopped"], summary["level"]) == ("unavailable", "warning")
+    assert summary["detail"] == "HTTP 200, not a JSON object"
