@@ -298,7 +298,7 @@ def _read_quietly(error: "urllib.error.HTTPError") -> bytes:
 
 
 def _v1_error(status: int, answer: "Dict[str, Any]", secrets: "Tuple[str, ...]") -> ApiError:
-    code = str(answer.get("code") or "")
+    code = _clean(answer.get("code") or "", secrets)[:64]  # logged too: a secret echoed there is blanked
     message = f"HTTP {status} {code}: {_clean(answer.get('message'), secrets)}"
     lowered = code.lower()
     if status == 429 or any(marker in lowered for marker in _V1_THROTTLE_MARKERS):

@@ -349,15 +349,16 @@ def test_a_dead_letter_is_recorded_and_redrive_runs_it_once(recovering, monkeypa
 
 
 class EchoingDingTalkApi(DingTalkApiStub):
-    """DingTalk refusing the token request with a message that quotes the app secret at ``at``."""
+    """DingTalk refusing the token request with a message (and a code) that quotes the app
+    secret at ``at``."""
 
-    def __init__(self, at, *args):
+    def __init__(self, at, *args, code="invalidClientSecret"):
         super().__init__(*args)
-        self.at = at
+        self.at, self.code = at, code
 
     def handle(self, method, target, headers, body):
         if target.startswith("/v1.0/oauth2/accessToken"):
-            return 400, self._v1_error("invalidClientSecret", "m" * self.at + APP_SECRET + " is not valid")
+            return 400, self._v1_error(self.code, "m" * self.at + APP_SECRET + " is not valid")
         return super().handle(method, target, headers, body)
 
 
@@ -372,6 +373,17 @@ def test_a_secret_dingtalk_echoes_leaves_no_byte_in_the_summary(make_harness, at
     assert summary["stopped"] == "credentials_rejected"
     assert summary["detail"].startswith("HTTP 400 invalidClientSecret: ")
     assert not any(APP_SECRET[:n] in summary["detail"] for n in range(3, len(APP_SECRET) + 1))
+
+
+def test_a_secret_dingtalk_echoes_in_its_error_code_is_blanked_too(make_harness):
+    stub = EchoingDingTalkApi(0, APP_KEY, APP_SECRET, code="bad." + APP_SECRET)
+    try:
+        harness = make_harness(Router(), DINGTALK_APP_SECRET=APP_SECRET, DINGTALK_API_BASE=stub.base)
+        summary = recovery.recover(harness.runtime, "run-1", context())
+    finally:
+        stub.close()
+    assert (summary["stopped"], summary["api_code"]) == ("credentials_rejected", "bad.***")
+    assert APP_SECRET[:6] not in json.dumps(summary)
 
 
 def test_a_recovery_without_the_secret_is_one_error_naming_it(recovering):
