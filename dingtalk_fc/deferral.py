@@ -29,16 +29,22 @@ def is_duplicate_task(status: int, code: str) -> bool:
     return status == 409 and code in DUPLICATE_TASK_CODES
 
 
-def error_code(body: bytes, field: str) -> str:
-    """FC's error code from its JSON error body (``field``: ``ErrorCode`` on FC 2.0, ``Code`` on
-    FC 3.0), or "" for anything else."""
+# Where FC's JSON error body holds its code: fc2 reads ErrorCode, FC's error-code pages show
+# errorCode, FC 3.0's API answers Code.
+ERROR_CODE_FIELDS = ("ErrorCode", "errorCode", "Code", "code")
+
+
+def error_code(body: bytes) -> str:
+    """FC's error code from its JSON error body, or "" for anything else."""
     import json
 
     try:
         answer = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):
         return ""
-    code = answer.get(field) if isinstance(answer, dict) else None
+    if not isinstance(answer, dict):
+        return ""
+    code = next((answer[field] for field in ERROR_CODE_FIELDS if field in answer), None)
     return code[:64] if isinstance(code, str) else ""
 
 
@@ -69,7 +75,7 @@ def _bounded_client_class() -> "Any":
                 raise fc2.fc_exceptions.FcError(
                     f"FC answered {response.status_code}",
                     response.status_code,
-                    error_code(response.content[: 64 * 1024], "ErrorCode"),
+                    error_code(response.content[: 64 * 1024]),
                     response.headers.get("x-fc-request-id", ""),
                 )
             return response

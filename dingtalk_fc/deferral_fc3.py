@@ -118,7 +118,7 @@ def post(endpoint: str, path: str, headers: "Dict[str, str]", body: bytes, timeo
         answer = response.read(64 * 1024)
     finally:
         connection.close()
-    return response.status, "" if response.status < 300 else error_code(answer, "Code")
+    return response.status, "" if response.status < 300 else error_code(answer)
 
 
 class Fc3AsyncDeferrer(Deferrer):

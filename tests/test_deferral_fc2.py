@@ -81,9 +81,11 @@ def test_slow_handler_is_deferred_and_runs_exactly_once(deferred):
     print(f"\ndeferred: reply in {reply_ms:.1f} ms while a 5 s handler ran on the worker")
 
 
-def test_fc_refuses_a_second_hand_off_of_the_same_event(deferred):
+@pytest.mark.parametrize("error_fields", [("ErrorCode", "ErrorMessage"), ("errorCode", "errorMessage")])
+def test_fc_refuses_a_second_hand_off_of_the_same_event(deferred, error_fields):
     handler = SlowHandler()
     harness, stub = deferred(handler)
+    stub.error_fields = error_fields
     assert harness.send(EVENT).status == 200
     stub.wait()
     # a second instance with its own memory store hands the same event off again: FC says 409

@@ -88,8 +88,13 @@ class FcApiStub:
         self.server.shutdown()
         self.server.server_close()
 
+    # FC's error body: the SDK reads ErrorCode / ErrorMessage, FC's error-code page shows
+    # errorCode / errorMessage; either may come back.
+    error_fields = ("ErrorCode", "ErrorMessage")
+
     def error(self, status: int, code: str, message: str = "") -> tuple:
-        return status, {"ErrorCode": code, "ErrorMessage": message}
+        code_field, message_field = self.error_fields
+        return status, {code_field: code, message_field: message}
 
     def invoke(self, method: str, path: str, headers: Dict[str, str], body: bytes) -> tuple:
         """FC's answer: refusals first, then 409 for a known task id, else 202 and a worker run."""
