@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import test_recovery
-from conftest import ROOT, TEST_ENV, server_environment
+from conftest import ROOT, TEST_ENV, scan_for_leaks, server_environment
 from stubs.dingtalk_api import v1_item
 from test_recovery import Handler, event
 
@@ -78,14 +78,16 @@ def test_redrive_refuses_a_file_it_cannot_read_in_one_line_before_running_anythi
     assert handler.calls == 0
 
 
-def run_cli(*args, env=None, stdin=None):
-    return subprocess.run(
+def run_cli(*args, env=None):
+    result = subprocess.run(
         [sys.executable, "-m", "dingtalk_fc_dev", *args],
         cwd=ROOT,
         env=server_environment({**TEST_ENV, **(env or {})}),
         capture_output=True,
         timeout=60,
     )
+    scan_for_leaks(result.stdout.decode("utf-8", "replace") + result.stderr.decode("utf-8", "replace"), str(args))
+    return result
 
 
 def test_replay_of_a_file_that_is_not_utf8_is_one_line_and_exit_2(tmp_path):
@@ -143,6 +145,7 @@ def test_recover_dry_run_writes_every_item_whatever_stdout_can_encode(recovering
             stderr=subprocess.PIPE,
             timeout=60,
         )
+    scan_for_leaks(output.read_bytes().decode("ascii") + result.stderr.decode(), "recover --dry-run")
     assert result.stderr.decode().count("Traceback") == 0, result.stderr.decode()[-2000:]
     assert result.returncode != 2, result.stderr.decode()[-2000:]
     lines = [json.loads(line) for line in output.read_bytes().decode("ascii").splitlines()]
