@@ -34,7 +34,7 @@ def _json(raw: "Any") -> "Any":
         return raw
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deeply to be FC's document or a job
         return None
 
 

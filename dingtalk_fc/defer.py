@@ -10,6 +10,7 @@ import hashlib
 import logging
 
 from . import errors, outcome
+from .deadline import Deadline
 from .errors import RequestRejected
 from .jobs import MAX_JOB_BYTES
 from .once import duplicate, ran
@@ -18,11 +19,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
     from typing import Any, Optional
 
-    from .deadline import Deadline
     from .events import Event
     from .jobs import JobSealer
     from .once import Arrival, Once, Ticket
     from .outcome import Outcome
+    from .router import Route
 
 logger = logging.getLogger("dingtalk_fc")
 
@@ -47,27 +48,38 @@ def task_id_for(store_key: str) -> str:
 
 
 class Deferral:
-    """Claims an event and hands it to the worker through ``deferrer`` (None: no worker)."""
+    """Claims an event and hands it to the worker through ``deferrer`` (None: no worker), each
+    hand-off bounded by ``budget_s`` (a push's request budget) wherever it comes from."""
 
-    def __init__(self, once: "Once", jobs: "JobSealer", deferrer: "Optional[Deferrer]") -> None:
+    def __init__(self, once: "Once", jobs: "JobSealer", deferrer: "Optional[Deferrer]", budget_s: float) -> None:
         self._once = once
         self._jobs = jobs
         self._deferrer = deferrer
+        self._budget_s = budget_s
 
     @property
     def has_worker(self) -> bool:
         return self._deferrer is not None
 
-    def defer(self, event: "Event", arrival: "Arrival") -> "Outcome":
+    def defer(self, event: "Event", route: "Route", arrival: "Arrival") -> "Outcome":
         """Claim ``event`` under its task id and hand it off (``deferred``); a done event is a
-        ``duplicate``. A failed hand-off releases the claim and refuses (503, or 413 for a job
-        FC would never accept)."""
+        ``duplicate``. A failed hand-off releases the claim and refuses (503, or 413 for a push
+        whose job FC would never accept).
+
+        Outside a push (recovery, a re-drive) a job over FC's limit runs here instead, under the
+        same claim: DingTalk has deleted the item, FC can never queue it, and nothing holds these
+        to a push's 1500 ms.
+        """
         key = self._once.key(event)
         task_id = task_id_for(key)
         ticket = self._once.claim(key, arrival, token=task_id)
         if ticket.done:
             return duplicate(ticket)
         job = self._jobs.seal(event.plaintext, arrival.source, arrival.request_id, arrival.fingerprint)
+        if len(job) > MAX_JOB_BYTES and arrival.source != "push":
+            result = self._once.run(ticket, event, route, arrival)
+            detail = f"ran here: its job of {len(job)} bytes is over FC's {MAX_JOB_BYTES}"
+            return outcome.Outcome(result.name, result.level, result.problem, detail, result.fields)
         self._send(job, task_id, arrival, ticket)
         return ran(outcome.DEFERRED, ticket, {})
 
@@ -91,7 +103,9 @@ class Deferral:
                 raise RequestRejected(errors.JOB_TOO_LARGE, detail=f"job of {len(job)} bytes", outcome=outcome.FAILED)
             if self._deferrer is None:
                 raise HandOffError("no worker configured")
-            self._deferrer.hand_off(task_id, job, arrival.context, arrival.deadline)
+            # bounded like a push's wherever it comes from: one unanswered call must not spend a recovery run
+            bound = Deadline(min(arrival.deadline.remaining(), self._budget_s))
+            self._deferrer.hand_off(task_id, job, arrival.context, bound)
         except RequestRejected:
             self._release(ticket)
             raise

@@ -1,7 +1,8 @@
 """Deferred handlers on FC 3.0: ``InvokeFunction`` (API 2023-03-30), asynchronous, with a task id.
 
 The task id is derived from the event's idempotency key, so FC itself refuses a second hand-off
-of the same event (HTTP 409, which counts here as "already handed off"). The request is signed
+of the same event: HTTP 409 with FC's duplicate-task code, the only answer that counts as
+"already handed off" (:func:`dingtalk_fc.deferral.is_duplicate_task`). The request is signed
 with ACS3-HMAC-SHA256 by the standard library rather than Aliyun's SDK
 (``alibabacloud_fc20230330``): the SDK takes 0.45-1 s to import (968 modules, aiohttp and
 cryptography among them, about 40 MB installed), which the first hand-off of every instance would
@@ -16,6 +17,7 @@ import time
 
 from .deadline import BudgetSpent, Deadline
 from .defer import Deferrer, HandOffError
+from .deferral import error_code, is_duplicate_task
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
@@ -105,7 +107,6 @@ def post(endpoint: str, path: str, headers: "Dict[str, str]", body: bytes, timeo
     """One POST, no retry: ``(status, FC's error code or "")``. Raises ``OSError`` or
     ``http.client.HTTPException`` when FC cannot be reached."""
     import http.client
-    import json
     from urllib.parse import urlsplit
 
     url = urlsplit(endpoint)
@@ -117,12 +118,7 @@ def post(endpoint: str, path: str, headers: "Dict[str, str]", body: bytes, timeo
         answer = response.read(64 * 1024)
     finally:
         connection.close()
-    if response.status < 300:
-        return response.status, ""
-    try:
-        return response.status, str(json.loads(answer.decode("utf-8")).get("Code", ""))[:64]
-    except (ValueError, AttributeError):  # not FC's JSON error: the status says enough
-        return response.status, ""
+    return response.status, "" if response.status < 300 else error_code(answer)
 
 
 class Fc3AsyncDeferrer(Deferrer):
@@ -145,7 +141,7 @@ class Fc3AsyncDeferrer(Deferrer):
             status, code = deadline.call(self._invoke, task_id, payload, context, deadline.remaining())
         except BudgetSpent:
             raise HandOffError("FC 3.0 did not answer within the request budget") from None
-        if status == 409:  # this task id was handed off before
+        if is_duplicate_task(status, code):  # this task id was handed off before
             return
         if not 200 <= status < 300:
             raise HandOffError(f"FC 3.0 refused the hand-off with {status} {code}".rstrip())

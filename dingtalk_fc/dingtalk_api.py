@@ -109,12 +109,13 @@ class FailedPage:
 
 
 def _clean(text: "Any", secrets: "Tuple[str, ...]") -> str:
-    """A short message from DingTalk, with any secret it might echo blanked out."""
-    message = str(text)[:MAX_MESSAGE_CHARS] if text is not None else ""
+    """A short message from DingTalk, with any secret it might echo blanked out before it is cut
+    (cut first, a secret spanning the cut would leave its first characters)."""
+    message = str(text) if text is not None else ""
     for secret in secrets:
         if secret:
             message = message.replace(secret, "***")
-    return message
+    return message[:MAX_MESSAGE_CHARS]
 
 
 class DingTalkApi:
@@ -269,7 +270,7 @@ class DingTalkApi:
             raise RedirectRefused(f"HTTP {status}: redirect refused", status)
         try:
             answer = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # not an answer of DingTalk's
             answer = None
         if not isinstance(answer, dict):
             if status >= 500 or status < 400:
@@ -302,7 +303,7 @@ def _read_quietly(error: "urllib.error.HTTPError") -> bytes:
 
 
 def _v1_error(status: int, answer: "Dict[str, Any]", secrets: "Tuple[str, ...]") -> ApiError:
-    code = str(answer.get("code") or "")
+    code = _clean(answer.get("code") or "", secrets)[:64]  # logged too: a secret echoed there is blanked
     message = f"HTTP {status} {code}: {_clean(answer.get('message'), secrets)}"
     lowered = code.lower()
     if status == 429 or any(marker in lowered for marker in _V1_THROTTLE_MARKERS):

@@ -37,7 +37,7 @@ class Dispatcher:
         """Run or defer ``event``; raises :class:`RequestRejected` with the refusal."""
         route = self.router.route(event.type)
         if route is not None and (route.deferred if route.deferred is not None else self._defer_all):
-            return self.deferral.defer(event, arrival)
+            return self.deferral.defer(event, route, arrival)
         ticket = self.once.claim(self.once.key(event), arrival)
         return self.once.run(ticket, event, route, arrival)
 

@@ -7,10 +7,16 @@ The envelope (``dingtalk_fc_job``, ``sealed``, ``mac``) cannot be mistaken for D
 ``{"encrypt": ...}`` body, and the MAC's input starts with its own label, so no DingTalk
 signature or ciphertext can pass for a job. The idempotency key is taken from the decrypted
 event, never from the job.
+
+The same sealer keeps a failed-list item recovery rejected (DingTalk deleted it) in its log
+record. What a blob is for (:data:`WORKER_JOB` or :data:`REJECTED_ITEM`) is its envelope's key
+and its MAC's label, so an item can never be handed to the worker as a job, nor a job opened
+as an item.
 """
 
 import hmac
 import json
+import re
 from collections import namedtuple
 
 import dingtalk_crypto
@@ -25,12 +31,24 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
 JOB_VERSION = 1
 MAC_PURPOSE = b"dingtalk-fc worker job mac v1"
 ENCRYPTION_PURPOSE = b"dingtalk-fc worker job encryption v1"
-# FC limits an asynchronous invocation's payload to 128 KB; a larger job can never be handed off.
+# FC limits an asynchronous invocation's payload to 128 KB; a larger job is never handed off.
 MAX_JOB_BYTES = 128 * 1024
-# A failed-list item recovery could not parse is kept sealed the same way, in its log record
-# only (never handed to FC): the bound is the record's, not FC's.
+# What a log record keeps sealed and ``redrive`` opens: a job too large for FC (run where it was
+# pulled, see recovery.process) or a rejected item. The bound is the record's.
 MAX_SEALED_TEXT_BYTES = 256 * 1024
 TEXT_FIELDS = ("source", "request_id", "fingerprint", "sealed")
+MAC_PATTERN = re.compile(r"[0-9a-f]{64}\Z")
+
+
+class Purpose(namedtuple("Purpose", "envelope label")):
+    """What a sealed blob is for: the key its envelope carries and the label its MAC input starts
+    with (both differ between purposes)."""
+
+    __slots__ = ()
+
+
+WORKER_JOB = Purpose("dingtalk_fc_job", b"dingtalk-fc-job")
+REJECTED_ITEM = Purpose("dingtalk_fc_item", b"dingtalk-fc-rejected-item")
 
 
 class Job(namedtuple("Job", "plaintext source request_id fingerprint issued_ms")):
@@ -41,8 +59,8 @@ class Job(namedtuple("Job", "plaintext source request_id fingerprint issued_ms")
     __slots__ = ()
 
 
-def _mac_input(fields: "Dict[str, object]") -> bytes:
-    parts = [b"dingtalk-fc-job", str(fields["issued_ms"]).encode("ascii")]
+def _mac_input(fields: "Dict[str, object]", purpose: Purpose) -> bytes:
+    parts = [purpose.label, str(fields["issued_ms"]).encode("ascii")]
     parts.extend(str(fields[name]).encode("utf-8", "surrogatepass") for name in TEXT_FIELDS)
     return b"\x00".join(parts)
 
@@ -66,24 +84,27 @@ class JobSealer:
             ]
         return self._derived
 
-    def seal(self, plaintext: str, source: str, request_id: str, fingerprint: str = "") -> bytes:
+    def seal(
+        self, plaintext: str, source: str, request_id: str, fingerprint: str = "", purpose: Purpose = WORKER_JOB
+    ) -> bytes:
         cipher, mac_key = self._keyed[0]
         fields = {
-            "dingtalk_fc_job": JOB_VERSION,
+            purpose.envelope: JOB_VERSION,
             "issued_ms": int(self._clock() * 1000),
             "source": source,
             "request_id": request_id,
             "fingerprint": fingerprint,
             "sealed": cipher.encrypt(plaintext),
         }  # type: Dict[str, object]
-        fields["mac"] = hmac.new(mac_key, _mac_input(fields), "sha256").hexdigest()
+        fields["mac"] = hmac.new(mac_key, _mac_input(fields, purpose), "sha256").hexdigest()
         return json.dumps(fields, separators=(",", ":")).encode("ascii")
 
-    def open(self, payload: bytes, max_age_s: float, max_bytes: int = MAX_JOB_BYTES) -> Job:
-        """The job inside ``payload``; :class:`RequestRejected` unless it is authentic and young
-        enough that the de-duplication store still remembers the event it carries."""
-        fields = self._parse(payload, max_bytes)
-        mac = _mac_input(fields)
+    def open(self, payload: bytes, max_age_s: float, purpose: Purpose = WORKER_JOB) -> Job:
+        """The job inside ``payload``; :class:`RequestRejected` unless it is authentic, sealed for
+        ``purpose`` and young enough that the de-duplication store still remembers the event it
+        carries."""
+        fields = self._parse(payload, purpose)
+        mac = _mac_input(fields, purpose)
         matching = [
             cipher
             for cipher, mac_key in self._keyed
@@ -102,18 +123,20 @@ class JobSealer:
         return Job(plaintext, fields["source"], fields["request_id"], fields["fingerprint"], fields["issued_ms"])
 
     @staticmethod
-    def _parse(payload: bytes, max_bytes: int) -> "Dict[str, object]":
-        if len(payload) > max_bytes:
+    def _parse(payload: bytes, purpose: Purpose) -> "Dict[str, object]":
+        if len(payload) > MAX_SEALED_TEXT_BYTES:
             raise RequestRejected(errors.JOB_NOT_AUTHENTIC, detail="larger than any job")
         try:
             fields = json.loads(payload.decode("utf-8"))
         except (ValueError, RecursionError):
             raise RequestRejected(errors.JOB_NOT_AUTHENTIC, detail="not a JSON job") from None
-        if not isinstance(fields, dict) or fields.get("dingtalk_fc_job") != JOB_VERSION:
+        if not isinstance(fields, dict) or fields.get(purpose.envelope) != JOB_VERSION:
             raise RequestRejected(errors.JOB_NOT_AUTHENTIC, detail="not a job envelope")
         issued = fields.get("issued_ms")
         if not isinstance(issued, int) or isinstance(issued, bool):
             raise RequestRejected(errors.JOB_NOT_AUTHENTIC, detail="malformed job")
         if not all(isinstance(fields.get(name), str) for name in (*TEXT_FIELDS, "mac")):
+            raise RequestRejected(errors.JOB_NOT_AUTHENTIC, detail="malformed job")
+        if not MAC_PATTERN.match(fields["mac"]):  # compare_digest refuses non-ASCII text
             raise RequestRejected(errors.JOB_NOT_AUTHENTIC, detail="malformed job")
         return fields

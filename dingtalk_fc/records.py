@@ -54,11 +54,13 @@ RESERVED_FIELDS = frozenset(
     )
 )
 # What a record keeps when its full form is over the size limit: a sealed ``job`` (a dead letter,
-# a recovery journal line) is what re-drives the event, so it is kept whole (FC bounds it: 128 KB),
-# as is the ``sealed_item`` of an item recovery rejected (bounded by MAX_SEALED_TEXT_BYTES).
+# a recovery journal line) is what re-drives the event, so it is kept whole (MAX_SEALED_TEXT_BYTES),
+# as is the ``sealed_item`` of an item recovery rejected (bounded by MAX_SEALED_TEXT_BYTES), and
+# what a dead letter is grouped by (the hand-off, FC's condition, attempts, the worker's request).
 ESSENTIAL_FIELDS = (
     *("request_id", "stage", "source", "event_type", "event_id", "outcome", "status", "level"),
     *("errcode", "detail", "job", "sealed_item"),
+    *("handoff_request_id", "condition", "attempts", "worker_request_id"),
 )
 
 _ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str)

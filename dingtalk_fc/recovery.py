@@ -25,7 +25,7 @@ from .deadline import Deadline
 from .dispatch import recorded
 from .errors import RequestRejected
 from .failed_items import event_from_item
-from .jobs import MAX_SEALED_TEXT_BYTES
+from .jobs import MAX_SEALED_TEXT_BYTES, REJECTED_ITEM
 from .once import Arrival
 from .records import elapsed_ms
 
@@ -45,6 +45,9 @@ SOURCE = "recovery"
 TIMEOUT_MARGIN_S = 20
 # Time held back for running a page before the first page has shown how long one takes.
 MIN_PAGE_RESERVE_S = 5.0
+# The least budget that pulls a page: the first page's reserve and one API call (5 s by default).
+# Less would never pull one, run after run, so it is refused when the run starts.
+MIN_BUDGET_S = 10
 OUTCOME_COUNTERS = {
     "handled": "handled",
     "unhandled": "handled",
@@ -98,7 +101,7 @@ def load_recovery_settings(environ: "Mapping[str, str]") -> RecoverySettings:
         api_base=bases["DINGTALK_API_BASE"],
         oapi_base=bases["DINGTALK_OAPI_BASE"],
         api_timeout_s=_integer(environ, "DINGTALK_API_TIMEOUT_MS", 5000, minimum=100) / 1000,
-        budget_s=_integer(environ, "DINGTALK_RECOVERY_BUDGET_SECONDS", 240, minimum=1),
+        budget_s=_integer(environ, "DINGTALK_RECOVERY_BUDGET_SECONDS", 240, minimum=MIN_BUDGET_S),
         max_pages=_integer(environ, "DINGTALK_RECOVERY_MAX_PAGES", 50, minimum=1),
         # a v1 list that keeps what it returns is paged by time over what de-duplication still
         # remembers: an item seen again later finds its record and cannot run twice
@@ -118,10 +121,16 @@ def api_for(settings: RecoverySettings) -> dingtalk_api.DingTalkApi:
 
 
 def budget_for(settings: RecoverySettings, context: "Any") -> float:
-    """The configured budget, cut to leave ``TIMEOUT_MARGIN_S`` of the function's timeout."""
+    """The configured budget, cut to leave ``TIMEOUT_MARGIN_S`` of the function's timeout;
+    :class:`ConfigError` for a timeout that leaves less than ``MIN_BUDGET_S``."""
     timeout = function_timeout_of(context)
     if timeout:
-        return max(1.0, min(settings.budget_s, timeout - TIMEOUT_MARGIN_S))
+        if timeout - TIMEOUT_MARGIN_S < MIN_BUDGET_S:
+            raise ConfigError(
+                "the recover function's timeout",
+                f"must be at least {MIN_BUDGET_S + TIMEOUT_MARGIN_S} s ({timeout:g} s never pulls a page)",
+            )
+        return float(min(settings.budget_s, timeout - TIMEOUT_MARGIN_S))
     return float(settings.budget_s)
 
 
@@ -172,7 +181,8 @@ class Recovery:
         (``stopped``: drained, budget, max_pages, throttled, unavailable, credentials_rejected,
         token_expired, refused). Never raises for DingTalk's failures."""
         started = time.perf_counter()
-        deadline = Deadline(budget_s if budget_s is not None else budget_for(self._settings, context), self._clock)
+        budget = budget_s if budget_s is not None else budget_for(self._settings, context)
+        deadline = Deadline(budget, self._clock)
         summary = {
             "request_id": request_id,
             "source": SOURCE,
@@ -188,11 +198,13 @@ class Recovery:
             "rejected": 0,
             "not_run": 0,
             "pages": 0,
+            "budget_s": budget,
         }  # type: Dict[str, Any]
         stopped = self._pages(deadline, request_id, context, summary)
         summary["stopped"] = stopped
         summary["token_requests"] = self._api.token_requests
-        summary["level"] = "error" if summary["failed"] or summary["not_run"] or stopped in _ERRORS else "info"
+        unrun = summary["failed"] or summary["not_run"] or summary["rejected"]  # each needs a redrive
+        summary["level"] = "error" if unrun or stopped in _ERRORS else "info"
         if stopped in _WARNINGS and summary["level"] == "info":
             summary["level"] = "warning"
         summary["elapsed_ms"] = elapsed_ms(started)
@@ -325,12 +337,13 @@ class Recovery:
         return len(events)
 
     def _rejected(self, rejection: RequestRejected, item: "Any", request_id: str) -> None:
+        """An error, for the alert: DingTalk deleted the item and nothing ran it."""
         problem = rejection.problem
         record = {
             "request_id": request_id,
             "source": SOURCE,
             "outcome": "rejected",
-            "level": "warning",
+            "level": "error",
             "errcode": problem.errcode,
             "errmsg": problem.errmsg,
             "detail": rejection.detail,
@@ -362,7 +375,7 @@ def kept_item(app: "App", item: "Any", request_id: str) -> "Dict[str, Any]":
     """A rejected item, sealed (encrypted and authenticated) for its record: DingTalk deleted it,
     and ``redrive`` parses it again once the limit or the parser is fixed. Never raises."""
     try:
-        sealed = app.jobs.seal(json.dumps(item, ensure_ascii=True), SOURCE, request_id)
+        sealed = app.jobs.seal(json.dumps(item, ensure_ascii=True), SOURCE, request_id, purpose=REJECTED_ITEM)
     except Exception as error:  # a record without the item beats no record
         return {"item_not_kept": type(error).__name__}
     if len(sealed) > MAX_SEALED_TEXT_BYTES:
@@ -393,6 +406,8 @@ def recover(runtime: "Runtime", request_id: str, context: "Any") -> "Dict[str, A
         _instances[runtime] = recovery
     try:
         return recovery.run(request_id, context)
+    except ConfigError as error:  # the function's timeout leaves no room for a page
+        return _summary_error(runtime, request_id, "misconfigured", errors.MISCONFIGURED, str(error))
     except Exception as error:  # a bug: one error record, and no retry of the timer run on top of the next
         logger.error("recovery run %s failed: %s", request_id, type(error).__name__)
         return _summary_error(runtime, request_id, "internal_error", errors.INTERNAL_ERROR, type(error).__name__)

@@ -172,7 +172,10 @@ class Runtime:
         once, jobs, wire = self._shared
         budget_s = settings.request_budget_ms / 1000
         dispatcher = Dispatcher(
-            self.router, once, Deferral(once, jobs, self._deferrer_for(settings, platform)), settings.defer_all
+            self.router,
+            once,
+            Deferral(once, jobs, self._deferrer_for(settings, platform), budget_s),
+            settings.defer_all,
         )
         callback = Callback(wire, dispatcher, self.records, budget_s)
         worker = Worker(jobs, once, self.router, self.records, budget_s)

@@ -127,9 +127,16 @@ def cmd_check_url(args: argparse.Namespace, out: TextIO) -> int:
 
 def _read(value: str) -> str:
     if value.startswith("@"):
-        with open(value[1:], encoding="utf-8") as source:
-            return source.read()
+        with open(value[1:], "rb") as source:
+            return _text(source.read(), value[1:])
     return value
+
+
+def _text(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CliError(f"{recovery_cli.shown_path(where)}: not UTF-8") from None
 
 
 def cmd_decrypt(args: argparse.Namespace, out: TextIO) -> int:
@@ -137,8 +144,10 @@ def cmd_decrypt(args: argparse.Namespace, out: TextIO) -> int:
     params = dict(parse_qsl(query.split("?", 1)[-1], keep_blank_values=True))
     try:
         encrypt = json.loads(_read(args.body))["encrypt"]
-    except (ValueError, KeyError, TypeError):
-        raise CliError('the body must be JSON like {"encrypt": "..."}') from None
+    except (ValueError, KeyError, TypeError, RecursionError):
+        encrypt = None
+    if not isinstance(encrypt, str):
+        raise CliError('the body must be JSON like {"encrypt": "..."}')
     signature = params.get("msg_signature") or params.get("signature") or ""
     timestamp = params.get("timestamp") or params.get("timeStamp") or ""
     sender = _sender()
@@ -157,8 +166,10 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
     """Each line of FILE: {"query": "<query string>", "body": "<raw JSON body>"}."""
     sender = _sender()
     worst = EXIT_OK
-    with open(args.file, encoding="utf-8") as source:
-        for number, line in enumerate(source, 1):
+    shown = recovery_cli.shown_path(args.file)
+    with open(args.file, "rb") as source:
+        for number, raw in enumerate(source, 1):
+            line = _text(raw, f"{args.file}:{number}")
             if not line.strip():
                 continue
             try:
@@ -166,9 +177,9 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
                 delivery = Delivery(captured["query"], captured["body"].encode("utf-8"), {})
                 if not args.as_captured:  # as DingTalk signs a redelivery: the function refuses
                     delivery = sender.sign(json.loads(captured["body"])["encrypt"])  # stale or replayed ones
-            except (ValueError, KeyError, TypeError, AttributeError):
-                raise CliError(f"{args.file}:{number}: expected {{'query': ..., 'body': ...}}") from None
-            worst = max(worst, _send(sender, args.url, delivery, out, f"{args.file}:{number}"))
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+                raise CliError(f"{shown}:{number}: expected {{'query': ..., 'body': ...}}") from None
+            worst = max(worst, _send(sender, args.url, delivery, out, f"{shown}:{number}"))
     return worst
 
 

@@ -13,14 +13,14 @@ import sys
 import uuid
 from typing import Any, Callable, Dict, Iterator, List, Set, TextIO, Tuple
 
-from dingtalk_fc import dead_letter, failed_items, recovery
+from dingtalk_fc import dead_letter, errors, failed_items, recovery
 from dingtalk_fc.config import ConfigError
 from dingtalk_fc.context import FC2
 from dingtalk_fc.deadline import Deadline
 from dingtalk_fc.defer import Deferrer
 from dingtalk_fc.dingtalk_api import ApiError
 from dingtalk_fc.errors import RequestRejected
-from dingtalk_fc.jobs import MAX_SEALED_TEXT_BYTES
+from dingtalk_fc.jobs import REJECTED_ITEM
 from dingtalk_fc.once import Arrival
 from dingtalk_fc.records import RecordWriter
 from dingtalk_fc.runtime import Runtime
@@ -68,9 +68,7 @@ def local_runtime(environ: Dict[str, str], records: RecordWriter) -> Tuple[Runti
     import handlers
 
     runtime = Runtime(handlers.router, environ=environ, records=records)
-    worker = InlineWorker(
-        lambda payload, request_id, context: runtime.load(FC2).worker.run(payload, request_id, context).name
-    )
+    worker = InlineWorker(runtime.run_worker)
     runtime.use_deferrer(worker)
     try:
         runtime.load(FC2)  # validates the configuration now
@@ -96,73 +94,93 @@ def cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
         return _dry_run(runtime, api, settings, out)
     app = runtime.load(FC2)
     run = recovery.Recovery(app, api, settings, records, app.settings.max_body_bytes)
-    summary = run.run("cli-" + uuid.uuid4().hex[:12], FakeFcContext(function="recover"))
+    # the configured budget: this process has no function timeout to fit in
+    summary = run.run("cli-" + uuid.uuid4().hex[:12], FakeFcContext(function="recover"), budget_s=settings.budget_s)
     report = {k: v for k, v in summary.items() if k not in ("request_id", "level")}
     ran = worker.take()
     report["deferred_outcomes"] = {outcome: ran.count(outcome) for outcome in sorted(set(ran))}
     print(json.dumps(report), file=out)
     clean = summary["stopped"] in ("drained", "budget", "max_pages") and "failed" not in ran
-    return EXIT_OK if clean and not summary["failed"] and not summary["not_run"] else EXIT_FAILED
+    lost = summary["failed"] or summary["not_run"] or summary["rejected"]  # each needs a redrive
+    return EXIT_OK if clean and not lost else EXIT_FAILED
 
 
 def _dry_run(runtime: Runtime, api: Any, settings: recovery.RecoverySettings, out: TextIO) -> int:
     """Print what the list holds, one JSON line per item; runs nothing. DingTalk may delete
     what it returns, so each line carries the event sealed as a job: keep the output, and
-    ``redrive`` it to run the events."""
+    ``redrive`` it to run the events. Lines are ASCII, so no identifier and no stdout encoding
+    can stop the page half-written."""
     app = runtime.load(FC2)
-    pulled = 0
+    pulled, rejected, status = 0, 0, EXIT_OK
     printed: Set[str] = set()  # a list that keeps what it returns gives the same page again
     for _page in range(settings.max_pages):
         try:
             page = api.failed_page()
         except ApiError as error:
             print(f"error: DingTalk: {error.kind}: {error}", file=sys.stderr)
-            return EXIT_UNUSABLE
+            status = EXIT_UNUSABLE
+            break
         fresh = 0
         for item in page.items:
-            try:
-                event = failed_items.event_from_item(item, app.settings.max_body_bytes)
-                if event.key in printed:
-                    continue
-                printed.add(event.key)
-            except RequestRejected as rejection:
-                line = {"rejected": rejection.problem.errmsg, "detail": rejection.detail}  # type: Dict[str, Any]
-                line.update(recovery.kept_item(app, item, "dry-run"))
-            else:
-                line = {"event_type": event.type, "event_id": event.key, "corp_id": event.corp_id}
-                line.update(event.identifiers)
-                line["job"] = app.jobs.seal(event.plaintext, "recovery", "dry-run").decode("ascii")
-            print(json.dumps(line, ensure_ascii=False), file=out)
+            line = _dry_run_line(app, item)
+            if line.get("event_id") in printed:
+                continue
+            printed.add(line.get("event_id", ""))
             fresh += 1
             pulled += 1
+            rejected += "rejected" in line
+            print(json.dumps(line, ensure_ascii=True), file=out, flush=True)
         if page.more and not fresh:
             print("the list returned the same items again: it keeps what it returns; more remain", file=sys.stderr)
         if not page.more or not fresh:
             break
-    print(f"{pulled} item(s) in the failed list ({settings.generation} API)", file=sys.stderr)
-    return EXIT_OK
+    print(f"{pulled} item(s) in the failed list ({settings.generation} API), {rejected} rejected", file=sys.stderr)
+    return status if status or not rejected else EXIT_FAILED
 
 
-def redrive_entries(lines: Iterator[str]) -> Iterator[Tuple[int, str, Any]]:
+def _dry_run_line(app: Any, item: Any) -> Dict[str, Any]:
+    """One item's line: its event sealed as a job, or why it was rejected and the item sealed."""
+    try:
+        event = failed_items.event_from_item(item, app.settings.max_body_bytes)
+        line = {"event_type": event.type, "event_id": event.key, "corp_id": event.corp_id}  # type: Dict[str, Any]
+        line.update(event.identifiers)
+        line["job"] = app.jobs.seal(event.plaintext, "recovery", "dry-run").decode("ascii")
+        return line
+    except Exception as error:  # one item must never cost the rest of the page
+        rejection = error if isinstance(error, RequestRejected) else RequestRejected(errors.INTERNAL_ERROR)
+        line = {"rejected": rejection.problem.errmsg, "detail": rejection.detail or type(error).__name__}
+        line.update(recovery.kept_item(app, item, "dry-run"))
+        return line
+
+
+def redrive_entries(lines: Iterator[Any]) -> Iterator[Tuple[int, str, Any]]:
     """``(line number, kind, value)``: kind ``job`` (bytes of a worker job), ``sealed_item`` (bytes
-    of an item recovery rejected, sealed) or ``item``."""
+    of an item recovery rejected, sealed) or ``item``. ``lines`` are text, or bytes (UTF-8)."""
     for number, line in enumerate(lines, 1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RecoveryCliError(f"line {number}: not UTF-8") from None
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
+        except RecursionError:
+            raise RecoveryCliError(f"line {number}: JSON nested too deeply") from None
         except ValueError:
             raise RecoveryCliError(f"line {number}: not JSON") from None
         if isinstance(entry, dict) and "requestPayload" in entry:  # FC's on-failure document
             entry = dead_letter.dead_letter_record(entry, "redrive")
             if "job" not in entry:
                 raise RecoveryCliError(f"line {number}: no worker job in the destination payload")
+        # a lone surrogate is kept (and fails authentication) rather than stopping the file here
         if isinstance(entry, dict) and isinstance(entry.get("job"), str):  # dead letter or journal
-            yield number, "job", entry["job"].encode("utf-8")
+            yield number, "job", entry["job"].encode("utf-8", "surrogatepass")
         elif isinstance(entry, dict) and isinstance(entry.get("sealed_item"), str):  # a rejected item
-            yield number, "sealed_item", entry["sealed_item"].encode("utf-8")
+            yield number, "sealed_item", entry["sealed_item"].encode("utf-8", "surrogatepass")
         elif isinstance(entry, dict) and "dingtalk_fc_job" in entry:  # a bare job
-            yield number, "job", line.strip().encode("utf-8")
+            yield number, "job", line.strip().encode("utf-8", "surrogatepass")
         elif isinstance(entry, dict) and isinstance(entry.get("failedList", entry.get("failed_list")), list):
             for item in entry.get("failedList", entry.get("failed_list")):  # a captured page
                 yield number, "item", item
@@ -176,30 +194,22 @@ def cmd_redrive(args: argparse.Namespace, out: TextIO) -> int:
     app = runtime.load(FC2)
     context = FakeFcContext(function="redrive")
     max_age_s = float("inf") if args.accept_expired else None
-    with open(args.file, encoding="utf-8") as source:
+    with open(args.file, "rb") as source:  # decoded line by line: a bad line is named, not a traceback
         entries = list(redrive_entries(source))
+    shown = shown_path(args.file)
     failures = 0
     outcomes = {}  # type: Dict[str, int]
     for number, kind, value in entries:
         request_id = f"redrive-{number}-{uuid.uuid4().hex[:8]}"
-        if kind == "job":
-            try:
-                outcome = app.worker.run(value, request_id, context, max_age_s=max_age_s).name
-            except Exception as error:
-                outcome = "failed"
-                print(f"FAIL {args.file}:{number}: {type(error).__name__}", file=out)
-        else:
-            try:
-                item = json.loads(open_text(app, value, max_age_s)) if kind == "sealed_item" else value
-                event = failed_items.event_from_item(item, app.settings.max_body_bytes)
-            except RequestRejected as rejection:
-                outcome = "rejected"
-                print(f"FAIL {args.file}:{number}: {rejection.problem.errmsg} ({rejection.detail})", file=out)
-            else:
-                arrival = Arrival("redrive", request_id, "", context, Deadline(REDRIVE_BUDGET_S))
-                outcome = recovery.process(app, event, arrival, app.settings.dedup_in_flight_s).name
-                if outcome == "deferred":  # what the worker, run before hand_off returned, did
-                    outcome = (worker.take() or ["failed"])[-1]
+        try:
+            outcome = _redrive_one(app, worker, kind, value, request_id, context, max_age_s)
+        except RequestRejected as rejection:  # a handler that failed is "failed", a refused entry "rejected"
+            outcome = rejection.outcome if rejection.outcome in ("failed", "in_flight") else "rejected"
+            detail = f" ({rejection.detail})" if rejection.detail else ""
+            print(f"FAIL {shown}:{number}: {rejection.problem.errmsg}{detail}", file=out)
+        except Exception as error:  # one entry must never stop the file (or its summary)
+            outcome = "failed"
+            print(f"FAIL {shown}:{number}: {type(error).__name__}", file=out)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         failures += outcome in ("failed", "rejected", "in_flight")
     runtime_summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
@@ -207,9 +217,28 @@ def cmd_redrive(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_FAILED if failures else EXIT_OK
 
 
-def open_text(app: Any, payload: bytes, max_age_s: Any) -> str:
-    """The failed-list item a rejected record kept sealed (see ``recovery.kept_item``)."""
-    return app.jobs.open(payload, max_age_s or app.settings.dedup_ttl_s, MAX_SEALED_TEXT_BYTES).plaintext
+def _redrive_one(
+    app: Any, worker: InlineWorker, kind: str, value: Any, request_id: str, context: Any, max_age_s: Any
+) -> str:
+    """Run one entry; its outcome. Raises for a job the worker refused (RequestRejected for an
+    item that is not one)."""
+    if kind == "job":
+        return app.worker.run(value, request_id, context, max_age_s=max_age_s).name
+    if kind == "sealed_item":  # a failed-list item recovery rejected: parsed again now
+        item = json.loads(app.jobs.open(value, max_age_s or app.settings.dedup_ttl_s, REJECTED_ITEM).plaintext)
+    else:
+        item = value
+    event = failed_items.event_from_item(item, app.settings.max_body_bytes)
+    arrival = Arrival("redrive", request_id, "", context, Deadline(REDRIVE_BUDGET_S))
+    outcome = recovery.process(app, event, arrival, app.settings.dedup_in_flight_s).name
+    if outcome == "deferred":  # what the worker, run before hand_off returned, did
+        outcome = (worker.take() or ["failed"])[-1]
+    return outcome
+
+
+def shown_path(path: str) -> str:
+    """``path`` as ASCII: a report line must not fail on a file name stdout cannot encode."""
+    return path.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def add_commands(commands: Any) -> None:

@@ -7,6 +7,7 @@ for a canary string the tests put into event plaintexts. A hit fails the session
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -57,16 +58,27 @@ LEAK_MARKERS = [
     DEPLOY_KEY_SECRET,
 ]
 
+# A message cut to length can end inside a secret it quotes: the first characters of one of
+# these, ending a JSON string or a line, count as a leak too (at least MIN_PREFIX of them).
+SECRETS = [marker for marker in LEAK_MARKERS if marker not in (CANARY, '"EventType"')]
+MIN_PREFIX = 6
+_CUT_SECRETS = [(secret, re.compile(re.escape(secret[:MIN_PREFIX]) + r'[^"\s]*(?=["\s]|\Z)')) for secret in SECRETS]
+
 _leaks = []  # type: List[str]
 _scanned = {"chunks": 0, "reports": 0}
 
 
 def scan_for_leaks(text: str, where: str) -> None:
-    """Note every leak marker in ``text``; the session fails at its end if any was found."""
+    """Note every leak marker in ``text``, and every cut-off secret; the session fails at its end
+    if any was found."""
     _scanned["chunks"] += 1
     for marker in LEAK_MARKERS:
         if marker in text:
             _leaks.append(f"{where}: {marker!r}")
+    for secret, pattern in _CUT_SECRETS:
+        for found in pattern.findall(text):
+            if secret.startswith(found) and len(found) < len(secret):
+                _leaks.append(f"{where}: the first {len(found)} characters of {secret!r}")
 
 
 def pytest_runtest_logreport(report: Any) -> None:

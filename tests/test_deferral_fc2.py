@@ -7,12 +7,14 @@ import time
 
 import pytest
 from conftest import TEST_ENV
+from stubs.fc2_api import CONCURRENT_UPDATE, DUPLICATE_TASK
 from support.counting import APPROVAL, Counter, router_for
 
 from dingtalk_fc import Event, Router
 from dingtalk_fc.deadline import Deadline
 from dingtalk_fc.dedup import MemoryStore
 from dingtalk_fc.defer import Deferrer, task_id_for
+from dingtalk_fc.dispatch import guarded
 from dingtalk_fc.once import Arrival
 from dingtalk_fc_dev.testkit import FakeFcContext
 
@@ -82,9 +84,11 @@ def test_slow_handler_is_deferred_and_runs_exactly_once(deferred):
     print(f"\ndeferred: reply in {reply_ms:.1f} ms while a 5 s handler ran on the worker")
 
 
-def test_fc_refuses_a_second_hand_off_of_the_same_event(deferred):
+@pytest.mark.parametrize("error_fields", [("ErrorCode", "ErrorMessage"), ("errorCode", "errorMessage")])
+def test_fc_refuses_a_second_hand_off_of_the_same_event(deferred, error_fields):
     handler = SlowHandler()
     harness, stub = deferred(handler)
+    stub.error_fields = error_fields
     assert harness.send(EVENT).status == 200
     stub.wait()
     # a second instance with its own memory store hands the same event off again: FC says 409
@@ -96,6 +100,22 @@ def test_fc_refuses_a_second_hand_off_of_the_same_event(deferred):
     assert len(stub.accepted()) == 1
     stub.wait()
     assert handler.started == ["slow-1"]
+
+
+@pytest.mark.parametrize("refusal", [CONCURRENT_UPDATE, (409, ""), (409, DUPLICATE_TASK[1].lower())])
+def test_a_409_that_is_not_the_duplicate_task_answer_is_a_failed_hand_off(deferred, refusal):
+    """Only FC's "this task id exists" means the event is queued; any other conflict queued nothing."""
+    handler = SlowHandler()
+    harness, stub = deferred(handler)
+    stub.refuse_next = [refusal]
+    reply = harness.send(EVENT)
+    assert reply.status == 503
+    assert reply.json == {"errcode": 900131, "errmsg": "deferred hand-off failed"}
+    assert (harness.last_record["outcome"], stub.accepted()) == ("failed", [])
+    retried = harness.send(EVENT)  # DingTalk's retry: the claim was released
+    assert harness.sender.check_reply(retried.status, retried.body) == "success"
+    stub.wait()
+    assert handler.finished == ["slow-1"]
 
 
 def test_failed_hand_off_is_not_success_and_releases_the_claim(deferred):
@@ -231,11 +251,13 @@ def test_an_unexpected_hand_off_error_releases_the_claim(make_harness):
 
 
 def test_an_event_too_large_for_a_job_is_refused_before_the_hand_off(make_harness):
+    """Outside a push it runs where it is (recovery, redrive); handing it to the worker is refused."""
     deferrer = RecordingDeferrer()
     dispatcher = deferring_harness(make_harness, deferrer).runtime.load().dispatcher
     huge = Event.from_data(dict(APPROVAL, eventId="huge-1", comment="x" * 120_000))
-    result = dispatcher.guarded(huge, Arrival("recovery", "r", "", None, Deadline(1)))
-    assert (result.problem.errcode, result.name) == (900133, "failed")
+    arrival = Arrival("recovery", "r", "", None, Deadline(1))
+    retry = guarded(lambda: dispatcher.deferral.requeue(huge, arrival), "r")  # recovery's retry on the worker
+    assert (retry.problem.errcode, retry.name) == (900133, "failed")
     assert deferrer.calls == []
-    small = Event.from_data(dict(APPROVAL, eventId="huge-1"))  # the claim was released
-    assert dispatcher.guarded(small, Arrival("recovery", "r", "", None, Deadline(1))).name == "deferred"
+    result = dispatcher.guarded(huge, arrival)  # outside a push it runs here instead
+    assert (result.name, deferrer.calls) == ("handled", [])

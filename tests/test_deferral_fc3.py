@@ -7,6 +7,7 @@ import time
 
 import pytest
 from conftest import STUB_CREDENTIALS, TEST_ENV
+from stubs.fc2_api import CONCURRENT_UPDATE
 from stubs.fc3_api import Fc3ApiStub
 from test_deferral_fc2 import EVENT, SlowHandler
 from test_fc3_adapter import fc3_event
@@ -116,6 +117,20 @@ def test_fc3_server_error_is_503_and_releases_the_claim(deferred_fc3):
     stub.fail_next = 1
     assert send(harness, EVENT)[0] == 503
     assert harness.sender.check_reply(*send(harness, EVENT)) == "success"
+    stub.wait()
+    assert handler.finished == ["slow-1"]
+
+
+@pytest.mark.parametrize("refusal", [CONCURRENT_UPDATE, (409, "")])
+def test_a_409_from_fc3_that_is_not_the_duplicate_task_answer_is_a_failed_hand_off(deferred_fc3, refusal):
+    handler = SlowHandler()
+    harness, stub = deferred_fc3(handler)
+    stub.refuse_next = [refusal]
+    status, body = send(harness, EVENT)
+    assert (status, json.loads(body)) == (503, {"errcode": 900131, "errmsg": "deferred hand-off failed"})
+    assert harness.last_record["detail"] == f"FC 3.0 refused the hand-off with {refusal[0]} {refusal[1]}".rstrip()
+    assert stub.accepted() == []
+    assert harness.sender.check_reply(*send(harness, EVENT)) == "success"  # the claim was released
     stub.wait()
     assert handler.finished == ["slow-1"]
 

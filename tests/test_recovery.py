@@ -242,7 +242,8 @@ def test_malformed_items_are_rejected_and_never_stop_the_batch(recovering):
     rejected = [r for r in per_event(harness) if r["outcome"] == "rejected"]
     assert len(rejected) == 6
     assert {r["errcode"] for r in rejected} == {900107, 900112, 900113}
-    assert all(r["level"] == "warning" for r in rejected)
+    assert all(r["level"] == "error" for r in rejected)  # deleted by DingTalk, never run: the alert's
+    assert summary["level"] == "error"
     assert handler.completed == {"ev-1": 1, "ev-2": 1}
 
 
@@ -346,6 +347,48 @@ def test_a_dead_letter_is_recorded_and_redrive_runs_it_once(recovering, monkeypa
     assert redrive(harness, dead_letters) == ["handled"]
     assert redrive(harness, dead_letters) == ["duplicate"]
     assert handler.completed == {"ev-1": 1}
+
+
+class EchoingDingTalkApi(DingTalkApiStub):
+    """DingTalk refusing the token request with a message (and a code) that quotes the app
+    secret at ``at``."""
+
+    def __init__(self, at, *args, code="invalidClientSecret"):
+        super().__init__(*args)
+        self.at, self.code = at, code
+
+    def handle(self, method, target, headers, body):
+        if target.startswith("/v1.0/oauth2/accessToken"):
+            return 400, self._v1_error(self.code, "m" * self.at + APP_SECRET + " is not valid")
+        return super().handle(method, target, headers, body)
+
+
+@pytest.mark.parametrize("at", [0, 150, 190, 199])
+def test_a_secret_dingtalk_echoes_leaves_no_byte_in_the_summary(make_harness, at):
+    stub = EchoingDingTalkApi(at, APP_KEY, APP_SECRET)
+    try:
+        harness = make_harness(
+            Router(), DINGTALK_APP_SECRET=APP_SECRET, DINGTALK_API_BASE=stub.base, DINGTALK_RECOVERY_API="v1"
+        )
+        summary = recovery.recover(harness.runtime, "run-1", context())
+    finally:
+        stub.close()
+    assert summary["stopped"] == "credentials_rejected"
+    assert summary["detail"].startswith("HTTP 400 invalidClientSecret: ")
+    assert not any(APP_SECRET[:n] in summary["detail"] for n in range(3, len(APP_SECRET) + 1))
+
+
+def test_a_secret_dingtalk_echoes_in_its_error_code_is_blanked_too(make_harness):
+    stub = EchoingDingTalkApi(0, APP_KEY, APP_SECRET, code="bad." + APP_SECRET)
+    try:
+        harness = make_harness(
+            Router(), DINGTALK_APP_SECRET=APP_SECRET, DINGTALK_API_BASE=stub.base, DINGTALK_RECOVERY_API="v1"
+        )
+        summary = recovery.recover(harness.runtime, "run-1", context())
+    finally:
+        stub.close()
+    assert (summary["stopped"], summary["api_code"]) == ("credentials_rejected", "bad.***")
+    assert APP_SECRET[:6] not in json.dumps(summary)
 
 
 def test_a_recovery_without_the_secret_is_one_error_naming_it(recovering):
@@ -482,6 +525,31 @@ def test_a_rejected_item_is_kept_sealed_and_redrive_runs_it_once_the_limit_allow
     status, out = cli(router, "redrive", str(export), DINGTALK_MAX_BODY_BYTES="122880")
     assert (status, out) == (0, "redrive: 1 entries: 1 handled\n")
     assert handler.completed == {"ev-1": 1, "ev-2": 1}
+
+
+def test_a_rejected_items_sealed_copy_never_opens_as_a_worker_job(recovering, monkeypatch, cli, tmp_path):
+    """A sealed item and a job share the keys: what each is for is bound in, both ways."""
+    import index
+
+    handler = Handler()
+    harness, stub = recovering(handler, deferred=True, DINGTALK_WORKER_FUNCTION="worker")
+    monkeypatch.setattr(index, "runtime", harness.runtime)
+    refused = {**v1_item(event(1, "bpms_instance_change")), "EventType": "bpms_instance_change", "callBackData": 7}
+    stub.add(refused)
+    summary = recovery.recover(harness.runtime, "run-1", context())
+    assert summary["rejected"] == 1
+    (rejected,) = [r for r in harness.records if r.get("outcome") == "rejected"]
+    with pytest.raises(Exception, match="worker job not authentic"):
+        index.worker(rejected["sealed_item"].encode(), FakeFcContext("w"))
+    assert harness.last_record["errcode"] == 900150
+    assert handler.calls == 0
+    job = harness.seal_job(Event.from_data(event(2)), "recovery", "r")
+    as_item = tmp_path / "as-item.jsonl"
+    as_item.write_text(json.dumps({"sealed_item": job.decode()}) + "\n")
+    assert cli(Router(), "redrive", str(as_item)) == (
+        1,
+        f"FAIL {as_item}:1: worker job not authentic (not a job envelope)\nredrive: 1 entries: 1 rejected\n",
+    )
 
 
 def test_redrive_reports_what_a_deferred_handler_did_before_it_exits(cli, tmp_path):

@@ -110,3 +110,18 @@ def test_the_worker_claims_for_longer_than_its_timeout(make_harness):
     context.function.timeout = 3600
     assert harness.runtime.run_worker(job, "w", context) == "handled"
     assert spy.leases == [3660]
+
+
+@pytest.mark.parametrize("mac", ["é" * 64, "\udcff" * 64, "A" * 64, "0" * 63])
+def test_a_forged_job_with_a_malformed_mac_is_not_authentic_and_logs_no_traceback(deferred_approval, mac, caplog):
+    import index
+
+    handler = Counter()
+    harness, _stub = deferred_approval(handler)
+    fields = json.loads(harness.seal_job(Event.from_data(APPROVAL), "push", "r"))
+    forged = json.dumps(dict(fields, mac=mac)).encode()
+    with pytest.raises(Exception, match="worker job not authentic"):
+        index.worker(forged, FakeFcContext("forged"))
+    assert harness.last_record["errcode"] == 900150
+    assert "Traceback" not in caplog.text
+    assert handler.calls == []

@@ -12,6 +12,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional
 
+# FC's answer to an async task id submitted again: 409 (FC's "task deduplication" guide) with
+# this code, the one FC 2.0's API returns (see docs/deferral.md for where it is documented).
+DUPLICATE_TASK = (409, "StatefulAsyncInvocationAlreadyExists")
+# Another 409 FC documents for its API (a concurrent update of the function): not a duplicate.
+CONCURRENT_UPDATE = (409, "ConcurrentUpdateError")
 INVOKE_PATH = re.compile(r"^/2016-08-15/services/(?P<service>[^/]+)/functions/(?P<function>[^/]+)/invocations$")
 
 
@@ -45,7 +50,9 @@ class FcApiStub:
         self.invocations = []  # type: List[Dict[str, Any]]
         self.worker_runs = []  # type: List[Dict[str, Any]]
         self.fail_next = 0  # answer this many requests with 500, as FC might
+        self.refuse_next = []  # type: List[tuple]  # (status, code) answers for the next requests
         self.answer_delay_s = 0.0  # hold every answer this long after deciding it
+        self.hold_next = []  # type: List[float]  # hold the next answers this long each (after deciding them)
         self.trickle_s = 0.0  # send the answer one byte per this many seconds
         self.lock = threading.Lock()
         self.threads = []  # type: List[threading.Thread]
@@ -58,7 +65,9 @@ class FcApiStub:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, answer = stub.invoke(self.command, self.path, dict(self.headers.items()), body)
-                time.sleep(stub.answer_delay_s)  # FC accepted (or refused) already: the answer is late
+                with stub.lock:
+                    held = stub.hold_next.pop(0) if stub.hold_next else 0.0
+                time.sleep(stub.answer_delay_s + held)  # FC accepted (or refused) already: the answer is late
                 payload = json.dumps(answer).encode() + b" " * (64 if stub.trickle_s else 0)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -79,8 +88,13 @@ class FcApiStub:
         self.server.shutdown()
         self.server.server_close()
 
+    # FC's error body: the SDK reads ErrorCode / ErrorMessage, FC's error-code page shows
+    # errorCode / errorMessage; either may come back.
+    error_fields = ("ErrorCode", "ErrorMessage")
+
     def error(self, status: int, code: str, message: str = "") -> tuple:
-        return status, {"ErrorCode": code, "ErrorMessage": message}
+        code_field, message_field = self.error_fields
+        return status, {code_field: code, message_field: message}
 
     def invoke(self, method: str, path: str, headers: Dict[str, str], body: bytes) -> tuple:
         """FC's answer: refusals first, then 409 for a known task id, else 202 and a worker run."""
@@ -91,6 +105,9 @@ class FcApiStub:
             failing = self.fail_next > 0
             if failing:
                 self.fail_next -= 1
+            refusal = self.refuse_next.pop(0) if self.refuse_next else None
+        if refusal:
+            return self.error(*refusal, "refused as told")
         if failing:
             return self.error(500, "InternalServerError", "stub failure")
         checked = self.check(method, path, lowered, body)
@@ -110,7 +127,7 @@ class FcApiStub:
         return 202, {}
 
     def conflict(self) -> tuple:
-        return self.error(409, "ResourceExists", "invocation id exists")
+        return self.error(*DUPLICATE_TASK, "invocation id exists")
 
     def check(self, method: str, path: str, lowered: Dict[str, str], body: bytes) -> Any:
         """A refusal ``(status, answer)``, or the accepted invocation's fields with its task id."""

@@ -12,7 +12,7 @@ import time
 from typing import Any, Dict, List
 from urllib.parse import unquote
 
-from stubs.fc2_api import FcApiStub
+from stubs.fc2_api import DUPLICATE_TASK, FcApiStub
 
 INVOKE_PATH = re.compile(r"^/2023-03-30/functions/(?P<function>[^/?]+)/invocations(?:\?qualifier=[^&]+)?$")
 AUTHORIZATION = re.compile(
@@ -22,10 +22,6 @@ AUTHORIZATION = re.compile(
 # Headers the signature must cover. Beyond what ACS3 requires, the stub also demands every
 # x-acs-* and x-fc-* header signed, so the invocation type and task id cannot be altered.
 MUST_SIGN = {"host", "x-acs-action", "x-acs-version", "x-acs-date", "x-acs-signature-nonce", "x-acs-content-sha256"}
-# The error FC answers when an async task id is submitted again. FC documents the status (409,
-# "the request is considered a duplicate submission and rejected"); the code is FC 2.0's
-# documented StatefulAsyncInvocationAlreadyExists, as no separate FC 3.0 code is published.
-DUPLICATE_TASK = (409, "StatefulAsyncInvocationAlreadyExists")
 
 
 def expected_signature(secret: str, method: str, path: str, headers: Dict[str, str], signed: List[str]) -> str:
