@@ -12,12 +12,12 @@ NODE_STAMP := node_modules/.installed
 # tests and tools (tools/package.py's EXCLUDED), so a team's own modules are checked too.
 DEPLOYED = $(shell $(PYTHON) tools/package.py --list-own)
 
-.PHONY: run test test-slow check handler-tests lint check-py36 pytest bench package lock clean redis-server
+.PHONY: run test test-slow check handler-tests lint typecheck check-py36 pytest bench package lock clean redis-server
 
 run: $(VENV_STAMP)
 	$(PY) -m dingtalk_fc_dev.local_server
 
-test: lint check-py36 pytest
+test: lint typecheck check-py36 pytest
 
 check: lint check-py36 handler-tests
 
@@ -38,6 +38,10 @@ redis-server:
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# The deployed product's type annotations, checked (see [tool.mypy] in pyproject.toml).
+typecheck: $(VENV_STAMP)
+	$(PY) -m mypy
 
 # Deployed code must run on FC's python3 runtime, Python 3.6.
 check-py36: $(VENV_STAMP)

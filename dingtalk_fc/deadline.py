@@ -11,7 +11,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
-    from typing import Any, Callable
+    from typing import Any, Callable, List
 
 
 class BudgetSpent(Exception):

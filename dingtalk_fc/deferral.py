@@ -15,7 +15,7 @@ from .defer import Deferrer, HandOffError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
-    from typing import Any, Dict, Optional
+    from typing import Any, Dict, Optional, Tuple
 
 ASYNC_HEADERS = {"x-fc-invocation-type": "Async"}
 TASK_ID_HEADER = "x-fc-stateful-async-invocation-id"

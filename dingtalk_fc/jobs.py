@@ -26,7 +26,7 @@ from .errors import RequestRejected
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
-    from typing import Callable, Dict, List, Optional, Sequence, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 JOB_VERSION = 1
 MAC_PURPOSE = b"dingtalk-fc worker job mac v1"
@@ -59,7 +59,7 @@ class Job(namedtuple("Job", "plaintext source request_id fingerprint issued_ms")
     __slots__ = ()
 
 
-def _mac_input(fields: "Dict[str, object]", purpose: Purpose) -> bytes:
+def _mac_input(fields: "Dict[str, Any]", purpose: Purpose) -> bytes:
     parts = [purpose.label, str(fields["issued_ms"]).encode("ascii")]
     parts.extend(str(fields[name]).encode("utf-8", "surrogatepass") for name in TEXT_FIELDS)
     return b"\x00".join(parts)
@@ -95,7 +95,7 @@ class JobSealer:
             "request_id": request_id,
             "fingerprint": fingerprint,
             "sealed": cipher.encrypt(plaintext),
-        }  # type: Dict[str, object]
+        }  # type: Dict[str, Any]
         fields["mac"] = hmac.new(mac_key, _mac_input(fields, purpose), "sha256").hexdigest()
         return json.dumps(fields, separators=(",", ":")).encode("ascii")
 
@@ -123,7 +123,7 @@ class JobSealer:
         return Job(plaintext, fields["source"], fields["request_id"], fields["fingerprint"], fields["issued_ms"])
 
     @staticmethod
-    def _parse(payload: bytes, purpose: Purpose) -> "Dict[str, object]":
+    def _parse(payload: bytes, purpose: Purpose) -> "Dict[str, Any]":
         if len(payload) > MAX_SEALED_TEXT_BYTES:
             raise RequestRejected(errors.JOB_NOT_AUTHENTIC, detail="larger than any job")
         try:

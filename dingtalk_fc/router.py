@@ -6,7 +6,7 @@ from .events import URL_CHECKS, Event
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
-    from typing import Any, Callable, List, Mapping, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
     Handler = Callable[[Event], Optional[Mapping[str, Any]]]
 
