@@ -8,7 +8,7 @@
 * ``dead_letter(event, context)``: the worker's on-failure destination.
 """
 
-from dingtalk_fc import packaged_settings, wsgi
+from dingtalk_fc import http_fc2, packaged_settings
 from dingtalk_fc.context import request_id_of
 from dingtalk_fc.runtime import Runtime
 
@@ -27,8 +27,8 @@ def initializer(context: "Any") -> None:
     runtime.start()
 
 
-def handler(environ: "Dict[str, Any]", start_response: "wsgi.StartResponse") -> "Iterable[bytes]":
-    return wsgi.serve(runtime, environ, start_response)
+def handler(environ: "Dict[str, Any]", start_response: "http_fc2.StartResponse") -> "Iterable[bytes]":
+    return http_fc2.serve(runtime, environ, start_response)
 
 
 def worker(event: bytes, context: "Any") -> str:
@@ -36,9 +36,9 @@ def worker(event: bytes, context: "Any") -> str:
 
 
 def fc3_handler(event: bytes, context: "Any") -> "Dict[str, Any]":
-    from dingtalk_fc import fc3  # FC 3.0 only: not imported by FC 2.0 cold starts
+    from dingtalk_fc import http_fc3  # FC 3.0 only: not imported by FC 2.0 cold starts
 
-    return fc3.serve(runtime, event, context)
+    return http_fc3.serve(runtime, event, context)
 
 
 def recover(event: "Any", context: "Any") -> "Dict[str, Any]":

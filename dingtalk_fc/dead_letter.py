@@ -62,12 +62,12 @@ def _short(value: "Any") -> "Any":
 
 def dead_letter_record(event: "Any", request_id: str) -> "Dict[str, Any]":
     """The error record for one delivery of FC's on-failure destination."""
-    record = {
+    record: Dict[str, Any] = {
         "request_id": request_id,
         "source": SOURCE,
         "outcome": "dead_letter",
         "level": "error",
-    }  # type: Dict[str, Any]
+    }
     wrapper = _json(event)
     job = None
     if isinstance(wrapper, dict) and "requestPayload" in wrapper:
@@ -88,7 +88,7 @@ def dead_letter_record(event: "Any", request_id: str) -> "Dict[str, Any]":
         record["detail"] = f"no worker job in the payload ({size} bytes): see FC's invocation log"
         return {key: value for key, value in record.items() if value is not None}
     record["job_source"] = _short(job.get("source"))
-    record["handoff_request_id"] = _short(job.get("request_id"))
+    record["deferred_by"] = _short(job.get("request_id"))
     record["job"] = json.dumps(job, separators=(",", ":"))
     return {key: value for key, value in record.items() if value is not None}
 

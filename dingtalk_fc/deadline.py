@@ -28,7 +28,7 @@ class _Runner:
     def __init__(self) -> None:
         import queue  # first use only: kept off the cold start
 
-        self._tasks = queue.Queue()  # type: Any
+        self._tasks: Any = queue.Queue()
         self._idle = 0
         self._lock = threading.Lock()
 
@@ -48,7 +48,7 @@ class _Runner:
             task = self._tasks.get()
 
 
-_runner = None  # type: Any
+_runner: "Any" = None
 _runner_lock = threading.Lock()
 
 
@@ -78,7 +78,7 @@ class Deadline:
         remaining = self.remaining()
         if remaining <= 0:
             raise BudgetSpent("request budget spent")
-        box = []  # type: List[Any]
+        box: List[Any] = []
         done = threading.Event()
 
         def task() -> None:

@@ -18,6 +18,9 @@ from .deadline import BudgetSpent
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
     from typing import Any, Callable, Optional, Tuple
+    from typing import OrderedDict as OrderedDictOf  # novermin (never run: collections' is generic from 3.9)
+
+    Entries = OrderedDictOf[str, Tuple[str, float]]  # key -> (token or done_by, expiry)
 
 CLAIMED = "claimed"
 IN_FLIGHT = "in_flight"
@@ -50,8 +53,8 @@ class MemoryStore:
     """
 
     def __init__(self, max_entries: int = 100000, clock: "Callable[[], float]" = time.monotonic) -> None:
-        self._in_flight = OrderedDict()  # type: OrderedDict[str, Tuple[str, float]]  # key -> (token, expiry)
-        self._done = OrderedDict()  # type: OrderedDict[str, Tuple[str, float]]  # key -> (done_by, expiry)
+        self._in_flight: Entries = OrderedDict()  # key -> (token, expiry)
+        self._done: Entries = OrderedDict()  # key -> (done_by, expiry)
         self._max_entries = max_entries
         self._clock = clock
         self._lock = threading.Lock()
@@ -61,7 +64,7 @@ class MemoryStore:
         return len(self._in_flight) + len(self._done)
 
     @staticmethod
-    def _live(entries: "OrderedDict[str, Tuple[str, float]]", key: str, now: float) -> "Optional[Tuple[str, float]]":
+    def _live(entries: "Entries", key: str, now: float) -> "Optional[Tuple[str, float]]":
         entry = entries.get(key)
         if entry is not None and entry[1] <= now:
             del entries[key]

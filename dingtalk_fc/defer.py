@@ -3,7 +3,7 @@
 The hand-off uses the FC asynchronous task id derived from the event's key (FC refuses a second
 task with that id), and the event's claim is held with that same id as its token, so the worker
 adopts the claim whatever happened to the request that handed it off. The FC clients that do the
-hand-off are in :mod:`dingtalk_fc.deferral` (FC 2.0) and :mod:`dingtalk_fc.deferral_fc3` (FC 3.0).
+hand-off are in :mod:`dingtalk_fc.defer_fc2` (FC 2.0) and :mod:`dingtalk_fc.defer_fc3` (FC 3.0).
 """
 
 import hashlib
@@ -28,16 +28,16 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
 logger = logging.getLogger("dingtalk_fc")
 
 
-class HandOffError(Exception):
+class DeferralFailed(Exception):
     """The deferred event could not be handed to the worker."""
 
 
 class Deferrer:
     """Hands a sealed job (no plaintext) to the worker function."""
 
-    def hand_off(self, task_id: str, payload: bytes, context: "Any", deadline: "Deadline") -> None:
+    def defer(self, task_id: str, payload: bytes, context: "Any", deadline: "Deadline") -> None:
         """Return once FC accepted the invocation or says ``task_id`` exists already; raise
-        :class:`HandOffError` otherwise, within ``deadline``."""
+        :class:`DeferralFailed` otherwise, within ``deadline``."""
         raise NotImplementedError
 
 
@@ -102,18 +102,18 @@ class Deferral:
             if len(job) > MAX_JOB_BYTES:
                 raise RequestRejected(errors.JOB_TOO_LARGE, detail=f"job of {len(job)} bytes", outcome=outcome.FAILED)
             if self._deferrer is None:
-                raise HandOffError("no worker configured")
+                raise DeferralFailed("no worker configured")
             # bounded like a push's wherever it comes from: one unanswered call must not spend a recovery run
             bound = Deadline(min(arrival.deadline.remaining(), self._budget_s))
-            self._deferrer.hand_off(task_id, job, arrival.context, bound)
+            self._deferrer.defer(task_id, job, arrival.context, bound)
         except RequestRejected:
             self._release(ticket)
             raise
         except Exception as error:
-            if not isinstance(error, HandOffError):
+            if not isinstance(error, DeferralFailed):
                 logger.exception("hand-off failed unexpectedly")
             self._release(ticket)
-            detail = str(error)[:200] if isinstance(error, HandOffError) else type(error).__name__
+            detail = str(error)[:200] if isinstance(error, DeferralFailed) else type(error).__name__
             raise RequestRejected(errors.HANDOFF_FAILED, detail=detail, outcome=outcome.FAILED) from None
 
     def _release(self, ticket: "Optional[Ticket]") -> None:

@@ -144,7 +144,7 @@ class DingTalkApi:
         self._oapi_base = oapi_base.rstrip("/")
         self._timeout_s = timeout_s
         self._clock = clock
-        self._token = None  # type: Optional[str]
+        self._token: Optional[str] = None
         self._token_expires = 0.0
         self._lock = threading.Lock()
         self.token_requests = 0  # how many times a token was asked for (tests and summaries)

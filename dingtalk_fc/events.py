@@ -83,14 +83,14 @@ def extract_identifiers(data: "Mapping[str, Any]") -> "Dict[str, Any]":
     ``IDENTIFIER_FIELDS`` wins. Only the keys that are spellings are visited (a set
     intersection, in C): most of an event's keys are not.
     """
-    found = {}  # type: Dict[str, Any]  # field -> (rank, value)
+    found: Dict[str, Any] = {}  # field -> (rank, value)
     for spelling in _SPELLING_SET.intersection(data):
         raw = data[spelling]
         kind = type(raw)
         if kind is str:  # the common case first: most identifiers are short strings
             if not raw:
                 continue
-            value = raw if len(raw) <= MAX_TEXT_CHARS else raw[:MAX_TEXT_CHARS]  # type: Any
+            value: Any = raw if len(raw) <= MAX_TEXT_CHARS else raw[:MAX_TEXT_CHARS]
         else:
             value = _loggable(raw)
             if value is None or value == []:
@@ -125,12 +125,12 @@ class Event:
 
     def __init__(self, data: "Dict[str, Any]", plaintext: str, key: "Optional[str]" = None) -> None:
         self.data = data
-        self.type = data["EventType"]  # type: str
+        self.type: str = data["EventType"]
         self.key = key or event_key(data, plaintext)
         corp_id = data.get("CorpId")
         if corp_id is None:
             corp_id = self.first(*CORP_ID_FIELDS[1:])
-        self.corp_id = corp_id if isinstance(corp_id, str) else None  # type: Optional[str]
+        self.corp_id: Optional[str] = corp_id if isinstance(corp_id, str) else None
         self._plaintext = plaintext
 
     @classmethod
@@ -175,7 +175,7 @@ class Event:
                 return _as_list(value)
         records = self.first(*RECORD_LIST_FIELDS, default=None)
         if isinstance(records, list):
-            ids = []  # type: List[Any]
+            ids: List[Any] = []
             for item in records:
                 if isinstance(item, dict):
                     value = item.get("userId", item.get("userid"))

@@ -88,14 +88,14 @@ class JobSealer:
         self, plaintext: str, source: str, request_id: str, fingerprint: str = "", purpose: Purpose = WORKER_JOB
     ) -> bytes:
         cipher, mac_key = self._keyed[0]
-        fields = {
+        fields: Dict[str, Any] = {
             purpose.envelope: JOB_VERSION,
             "issued_ms": int(self._clock() * 1000),
             "source": source,
             "request_id": request_id,
             "fingerprint": fingerprint,
             "sealed": cipher.encrypt(plaintext),
-        }  # type: Dict[str, Any]
+        }
         fields["mac"] = hmac.new(mac_key, _mac_input(fields, purpose), "sha256").hexdigest()
         return json.dumps(fields, separators=(",", ":")).encode("ascii")
 
@@ -105,11 +105,11 @@ class JobSealer:
         carries."""
         fields = self._parse(payload, purpose)
         mac = _mac_input(fields, purpose)
-        matching = [
+        matching: List[dingtalk_crypto.DingTalkCrypto] = [
             cipher
             for cipher, mac_key in self._keyed
             if hmac.compare_digest(hmac.new(mac_key, mac, "sha256").hexdigest(), fields["mac"])
-        ]  # type: List[dingtalk_crypto.DingTalkCrypto]
+        ]
         if not matching:
             raise RequestRejected(errors.JOB_NOT_AUTHENTIC)
         age_ms = self._clock() * 1000 - fields["issued_ms"]

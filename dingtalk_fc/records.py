@@ -43,7 +43,7 @@ RESERVED_FIELDS = frozenset(
         "stage",
         "source",
         "replay",
-        "handoff_request_id",
+        "deferred_by",
         "store_warning",
         "handler_warning",
         "truncated",
@@ -60,7 +60,7 @@ RESERVED_FIELDS = frozenset(
 ESSENTIAL_FIELDS = (
     *("request_id", "stage", "source", "event_type", "event_id", "outcome", "status", "level"),
     *("errcode", "detail", "job", "sealed_item"),
-    *("handoff_request_id", "condition", "attempts", "worker_request_id"),
+    *("deferred_by", "condition", "attempts", "worker_request_id"),
 )
 
 _ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str)

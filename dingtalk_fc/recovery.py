@@ -183,7 +183,7 @@ class Recovery:
         started = time.perf_counter()
         budget = budget_s if budget_s is not None else budget_for(self._settings, context)
         deadline = Deadline(budget, self._clock)
-        summary = {
+        summary: Dict[str, Any] = {
             "request_id": request_id,
             "source": SOURCE,
             "stage": "summary",
@@ -199,7 +199,7 @@ class Recovery:
             "not_run": 0,
             "pages": 0,
             "budget_s": budget,
-        }  # type: Dict[str, Any]
+        }
         stopped = self._pages(deadline, request_id, context, summary)
         summary["stopped"] = stopped
         summary["token_requests"] = self._api.token_requests
@@ -221,8 +221,8 @@ class Recovery:
         holds more than a page. Events already pulled in this run are never run again.
         """
         page_cost = MIN_PAGE_RESERVE_S
-        seen = set()  # type: Set[str]
-        windows = []  # type: List[Tuple[int, int]]  # v1 time windows still to pull, last first
+        seen: Set[str] = set()
+        windows: List[Tuple[int, int]] = []  # v1 time windows still to pull, last first
         while summary["pages"] < self._settings.max_pages:
             room = deadline.remaining() - page_cost
             if room < min(1.0, self._settings.api_timeout_s):  # no time to pull a page and run it
@@ -339,7 +339,7 @@ class Recovery:
     def _rejected(self, rejection: RequestRejected, item: "Any", request_id: str) -> None:
         """An error, for the alert: DingTalk deleted the item and nothing ran it."""
         problem = rejection.problem
-        record = {
+        record: Dict[str, Any] = {
             "request_id": request_id,
             "source": SOURCE,
             "outcome": "rejected",
@@ -347,7 +347,7 @@ class Recovery:
             "errcode": problem.errcode,
             "errmsg": problem.errmsg,
             "detail": rejection.detail,
-        }  # type: Dict[str, Any]
+        }
         tag = item.get("callBackTag", item.get("call_back_tag")) if isinstance(item, dict) else None
         if isinstance(tag, str):
             record["event_type"] = tag[:64]
@@ -388,7 +388,7 @@ _ERRORS = ("credentials_rejected", "token_expired", "refused", "not_consumed")
 _WARNINGS = ("throttled", "unavailable", "budget", "max_pages")
 
 
-_instances = weakref.WeakKeyDictionary()  # type: weakref.WeakKeyDictionary
+_instances: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def recover(runtime: "Runtime", request_id: str, context: "Any") -> "Dict[str, Any]":

@@ -26,8 +26,8 @@ class Router:
     """
 
     def __init__(self) -> None:
-        self._routes = {}  # type: Dict[str, Route]
-        self._catch_all = None  # type: Optional[Route]
+        self._routes: Dict[str, Route] = {}
+        self._catch_all: Optional[Route] = None
 
     def on(self, *event_types: str, deferred: "Optional[bool]" = None) -> "Callable[[Handler], Handler]":
         """Register the decorated function for these event types.
@@ -62,7 +62,7 @@ class Router:
 
     def registered(self) -> "List[Tuple[Optional[str], Route]]":
         """Every handler by EventType, sorted, and the catch-all last (as None): what tools list."""
-        routes = sorted(self._routes.items())  # type: List[Tuple[Optional[str], Route]]
+        routes: List[Tuple[Optional[str], Route]] = sorted(self._routes.items())
         return routes + ([(None, self._catch_all)] if self._catch_all else [])
 
     def route(self, event_type: str) -> "Optional[Route]":

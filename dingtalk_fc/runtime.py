@@ -187,9 +187,9 @@ class Runtime:
         if not settings.worker_function:
             return None
         if platform == FC3:
-            from .deferral_fc3 import Fc3AsyncDeferrer  # FC 3.0 only: off FC 2.0's cold start
+            from .defer_fc3 import Fc3Deferrer  # FC 3.0 only: off FC 2.0's cold start
 
-            return Fc3AsyncDeferrer(settings.worker_function, settings.fc_endpoint, self._environ)
-        from .deferral import FcAsyncDeferrer
+            return Fc3Deferrer(settings.worker_function, settings.fc_endpoint, self._environ)
+        from .defer_fc2 import Fc2Deferrer
 
-        return FcAsyncDeferrer(settings.worker_function, settings.worker_service, settings.fc_endpoint)
+        return Fc2Deferrer(settings.worker_function, settings.worker_service, settings.fc_endpoint)

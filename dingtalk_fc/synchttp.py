@@ -44,7 +44,7 @@ def item_events(data: "Dict[str, Any]") -> "List[Union[Event, RequestRejected]]"
     items = data.get(ITEMS_FIELD)
     if not isinstance(items, list):
         raise RequestRejected(errors.PLAINTEXT_NOT_OBJECT, detail="SyncHTTP bizData is not a list")
-    results = []  # type: List[Union[Event, RequestRejected]]
+    results: List[Union[Event, RequestRejected]] = []
     for item in items:
         try:
             results.append(_item_event(item))

@@ -75,7 +75,7 @@ class Worker:
         self, payload: bytes, request_id: str, context: "Any", record: "Dict[str, Any]", max_age_s: float
     ) -> "Outcome":
         job = self._jobs.open(payload, max_age_s=max_age_s)
-        record["handoff_request_id"] = bounded_text(job.request_id)
+        record["deferred_by"] = bounded_text(job.request_id)
         if job.source != "push":
             record["source"] = bounded_text(job.source)
         event = Event(parse_event(job.plaintext), job.plaintext)

@@ -20,14 +20,14 @@ from socketserver import ThreadingMixIn
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from dingtalk_fc import wsgi
+from dingtalk_fc import http_fc2
 from dingtalk_fc.config import ConfigError
 from dingtalk_fc.context import FC2
 from dingtalk_fc.router import Router
 from dingtalk_fc.runtime import Runtime
 
 from .demo import DEMO_ENVIRONMENT, IncompleteCredentials, credentials_from
-from .testkit import FakeFcContext, WorkerThreads
+from .testkit import FakeFcContext, ThreadDeferrer
 
 DEFAULT_PORT = 9000
 EXIT_USAGE = 2
@@ -78,7 +78,7 @@ def load_function(handlers_module: Optional[str]) -> Tuple[Runtime, Callable[...
     runtime = Runtime(router)
 
     def handler(environ: Dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        return wsgi.serve(runtime, environ, start_response)
+        return http_fc2.serve(runtime, environ, start_response)
 
     return runtime, handler, router
 
@@ -117,7 +117,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
 
     runtime, handler, router = load_function(args.handlers)
-    runtime.use_deferrer(WorkerThreads(runtime.run_worker))  # FC's asynchronous invocation, in threads
+    runtime.use_deferrer(ThreadDeferrer(runtime.run_worker))  # FC's asynchronous invocation, in threads
     try:
         runtime.load(FC2)  # the configuration error the function would answer 500 with
     except ConfigError as error:

@@ -42,7 +42,7 @@ def _environment() -> Dict[str, str]:
     return environ
 
 
-class InlineWorker(Deferrer):
+class InlineDeferrer(Deferrer):
     """Runs each hand-off's job through the worker entrypoint before ``hand_off`` returns and
     keeps its outcome (``failed`` if it raised; the worker's record says why): a thread would
     die with the command, and its outcome would go unreported."""
@@ -51,7 +51,7 @@ class InlineWorker(Deferrer):
         self._run_worker = run_worker
         self._outcomes = []  # type: List[str]
 
-    def hand_off(self, task_id: str, payload: bytes, context: Any, deadline: Deadline) -> None:
+    def defer(self, task_id: str, payload: bytes, context: Any, deadline: Deadline) -> None:
         try:
             outcome = self._run_worker(payload, "local-" + task_id, context)
         except Exception:
@@ -64,11 +64,11 @@ class InlineWorker(Deferrer):
         return taken
 
 
-def local_runtime(environ: Dict[str, str], records: RecordWriter) -> Tuple[Runtime, InlineWorker]:
+def local_runtime(environ: Dict[str, str], records: RecordWriter) -> Tuple[Runtime, InlineDeferrer]:
     import handlers
 
     runtime = Runtime(handlers.router, environ=environ, records=records)
-    worker = InlineWorker(runtime.run_worker)
+    worker = InlineDeferrer(runtime.run_worker)
     runtime.use_deferrer(worker)
     try:
         runtime.load(FC2)  # validates the configuration now
@@ -218,7 +218,7 @@ def cmd_redrive(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _redrive_one(
-    app: Any, worker: InlineWorker, kind: str, value: Any, request_id: str, context: Any, max_age_s: Any
+    app: Any, worker: InlineDeferrer, kind: str, value: Any, request_id: str, context: Any, max_age_s: Any
 ) -> str:
     """Run one entry; its outcome. Raises for a job the worker refused (RequestRejected for an
     item that is not one)."""

@@ -16,7 +16,7 @@ import urllib.request
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 from dingtalk_crypto import DingTalkCrypto, DingTalkCryptoError
-from dingtalk_fc import wsgi
+from dingtalk_fc import http_fc2
 from dingtalk_fc.dead_letter import record_dead_letter
 from dingtalk_fc.defer import Deferrer
 from dingtalk_fc.once import HandlerFailed
@@ -226,7 +226,7 @@ class WorkerRun(NamedTuple):
 ASYNC_RETRIES = 3
 
 
-class WorkerThreads(Deferrer):
+class ThreadDeferrer(Deferrer):
     """Stands in for FC asynchronous invocation in tests: each hand-off's payload, as the
     callback built it, goes to the worker entrypoint on a thread, retried as FC retries a raising
     worker; when every attempt fails, ``dead_letter`` (if given) gets FC's on-failure document, so
@@ -248,7 +248,7 @@ class WorkerThreads(Deferrer):
         self._runs = []  # type: List[WorkerRun]
         self._lock = threading.Lock()
 
-    def hand_off(self, task_id: str, payload: bytes, context: Any, deadline: Any) -> None:
+    def defer(self, task_id: str, payload: bytes, context: Any, deadline: Any) -> None:
         thread = threading.Thread(
             target=self._work, args=(task_id, payload, context), name="worker-" + task_id, daemon=True
         )
@@ -328,7 +328,7 @@ class CallbackHarness:
     ) -> None:
         self.log = io.StringIO()
         self.runtime = Runtime(router, environ=dict(environ), clock=clock, records=RecordWriter(self.log))
-        self.workers = WorkerThreads(self._run_worker, dead_letter=self._dead_letter) if run_deferred else None
+        self.workers = ThreadDeferrer(self._run_worker, dead_letter=self._dead_letter) if run_deferred else None
         if self.workers is not None:
             self.runtime.use_deferrer(self.workers)
         self.sender = sender or DingTalkSender(
@@ -352,7 +352,7 @@ class CallbackHarness:
         record_dead_letter(json.dumps(document), request_id, self.runtime.records)
 
     def app(self, environ: Dict[str, Any], start_response: Any) -> Any:
-        return wsgi.serve(self.runtime, environ, start_response)
+        return http_fc2.serve(self.runtime, environ, start_response)
 
     def call(self, environ: Dict[str, Any]) -> Reply:
         return Reply(*call_wsgi(self.app, environ))

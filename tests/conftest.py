@@ -41,7 +41,9 @@ CANARY = "PLAINTEXT-CANARY-7f3a9c"
 SECRET_NOTE = "Zq8" + "x7Kd2PmV9rTb4NcW6yHf3LsJ1gQa5uE0"  # plaintext bytes that must never be logged
 APP_SECRET = "AppSecretUsedOnlyInTests0c4b2e9f"  # recovery's DINGTALK_APP_SECRET
 REDIS_PASSWORD = "RedisPasswordUsedOnlyInTests5e1d"  # in the deploy tests' DINGTALK_DEDUP_REDIS_URL
-DEPLOY_KEY_SECRET = "dK7q2xDeployKeySecretOnlyInTests7a2c"  # the deploy tests' ACCESS_KEY_SECRET (a prefix no tool prints)
+DEPLOY_KEY_SECRET = (
+    "dK7q2xDeployKeySecretOnlyInTests7a2c"  # the deploy tests' ACCESS_KEY_SECRET (a prefix no tool prints)
+)
 ACCESS_TOKEN_MARKER = "AccessTokenMarker9d1e"  # in every token tests/stubs/dingtalk_api.py issues
 LEAK_MARKERS = [
     TEST_ENV["DINGTALK_TOKEN"],

@@ -44,8 +44,8 @@ def test_a_dead_letter_with_a_large_job_keeps_what_the_query_groups_by(make_harn
     _returned, written = dead_letter(json.dumps(destination_document(job)).encode())
     assert written["truncated"] is True  # over the record limit: cut to the essentials
     assert json.loads(written["job"]) == json.loads(job)  # the job whole, for redrive
-    assert {name: written.get(name) for name in ("handoff_request_id", "condition", "attempts")} == {
-        "handoff_request_id": "handoff-req-1",
+    assert {name: written.get(name) for name in ("deferred_by", "condition", "attempts")} == {
+        "deferred_by": "handoff-req-1",
         "condition": "UnhandledInvocationError",
         "attempts": 4,
     }

@@ -110,7 +110,7 @@ def test_a_409_that_is_not_the_duplicate_task_answer_is_a_failed_hand_off(deferr
     stub.refuse_next = [refusal]
     reply = harness.send(EVENT)
     assert reply.status == 503
-    assert reply.json == {"errcode": 900131, "errmsg": "deferred hand-off failed"}
+    assert reply.json == {"errcode": 900131, "errmsg": "deferral failed"}
     assert (harness.last_record["outcome"], stub.accepted()) == ("failed", [])
     retried = harness.send(EVENT)  # DingTalk's retry: the claim was released
     assert harness.sender.check_reply(retried.status, retried.body) == "success"
@@ -124,7 +124,7 @@ def test_failed_hand_off_is_not_success_and_releases_the_claim(deferred):
     stub.fail_next = 1
     reply = harness.send(EVENT)
     assert reply.status == 503
-    assert reply.json == {"errcode": 900131, "errmsg": "deferred hand-off failed"}
+    assert reply.json == {"errcode": 900131, "errmsg": "deferral failed"}
     assert harness.last_record["outcome"] == "failed"
     retried = harness.send(EVENT)
     assert harness.sender.check_reply(retried.status, retried.body) == "success"
@@ -227,7 +227,7 @@ class RecordingDeferrer(Deferrer):
         self.first_error = first_error
         self.calls = []
 
-    def hand_off(self, task_id, payload, context, deadline):
+    def defer(self, task_id, payload, context, deadline):
         self.calls.append(task_id)
         if self.first_error is not None and len(self.calls) == 1:
             raise self.first_error

@@ -98,7 +98,7 @@ def test_unreachable_fc3_is_503_and_the_event_stays_retryable(deferred_fc3):
     started = time.monotonic()
     status, body = send(harness, EVENT)
     assert status == 503
-    assert json.loads(body) == {"errcode": 900131, "errmsg": "deferred hand-off failed"}
+    assert json.loads(body) == {"errcode": 900131, "errmsg": "deferral failed"}
     assert time.monotonic() - started < 1.5  # one bounded attempt, no back-off
     assert harness.last_record["outcome"] == "failed"
     revived = Fc3ApiStub(stub.worker, STUB_CREDENTIALS, port=port)  # FC is back at the same endpoint
@@ -127,7 +127,7 @@ def test_a_409_from_fc3_that_is_not_the_duplicate_task_answer_is_a_failed_hand_o
     harness, stub = deferred_fc3(handler)
     stub.refuse_next = [refusal]
     status, body = send(harness, EVENT)
-    assert (status, json.loads(body)) == (503, {"errcode": 900131, "errmsg": "deferred hand-off failed"})
+    assert (status, json.loads(body)) == (503, {"errcode": 900131, "errmsg": "deferral failed"})
     assert harness.last_record["detail"] == f"FC 3.0 refused the hand-off with {refusal[0]} {refusal[1]}".rstrip()
     assert stub.accepted() == []
     assert harness.sender.check_reply(*send(harness, EVENT)) == "success"  # the claim was released

@@ -298,7 +298,7 @@ def test_event_samples_pass_through_the_function(make_harness):
         plaintext = catalog.sample(sample["event_type"])
         assert demo.check_reply(reply.status, reply.body) == expected_reply(plaintext)
     with open(os.path.join(ROOT, "events", "fc3-http-check_url.json"), "rb") as source:
-        from dingtalk_fc.fc3 import serve
+        from dingtalk_fc.http_fc3 import serve
 
         response = serve(harness.runtime, source.read(), None)
     assert demo.check_reply(response["statusCode"], response["body"].encode()) == "success"

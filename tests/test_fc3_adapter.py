@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dingtalk_fc.fc3 import serve
+from dingtalk_fc.http_fc3 import serve
 from dingtalk_fc_dev.testkit import FakeFcContext
 
 
@@ -117,7 +117,7 @@ def test_index_fc3_handler_is_wired(harness, monkeypatch):
 
 
 def test_fc3_query_with_a_lone_surrogate_is_refused_not_crashed(make_harness):
-    from dingtalk_fc.fc3 import serve
+    from dingtalk_fc.http_fc3 import serve
 
     harness = make_harness()
     delivery = harness.sender.build({"EventType": "check_url"})

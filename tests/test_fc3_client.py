@@ -9,8 +9,8 @@ import time
 import pytest
 from stubs.fc3_api import DUPLICATE_TASK, Fc3ApiStub, expected_signature
 
-from dingtalk_fc import deferral_fc3
-from dingtalk_fc.defer import HandOffError, task_id_for
+from dingtalk_fc import defer_fc3
+from dingtalk_fc.defer import DeferralFailed, task_id_for
 from dingtalk_fc_dev.testkit import FakeFcContext
 
 CONTEXT = FakeFcContext()
@@ -33,8 +33,8 @@ def stub():
 
 
 def send(stub, task_id=TASK_ID, payload=PAYLOAD, credentials=CREDENTIALS, timeout_s=2.0):
-    path, headers = deferral_fc3.invocation_request(stub.endpoint, "worker", task_id, payload, credentials)
-    return deferral_fc3.post(stub.endpoint, path, headers, payload, timeout_s)
+    path, headers = defer_fc3.invocation_request(stub.endpoint, "worker", task_id, payload, credentials)
+    return defer_fc3.post(stub.endpoint, path, headers, payload, timeout_s)
 
 
 def sdk_authorization(path, headers):
@@ -50,7 +50,7 @@ def sdk_authorization(path, headers):
 
 @pytest.mark.parametrize("token", [TOKEN, ""], ids=["STS credentials", "plain access key"])
 def test_signature_equals_the_sdk_signers(token):
-    path, headers = deferral_fc3.invocation_request(
+    path, headers = defer_fc3.invocation_request(
         "https://1234567890.cn-hangzhou.fc.aliyuncs.com", "worker", TASK_ID, PAYLOAD, (KEY_ID, SECRET, token)
     )
     assert headers["Authorization"] == sdk_authorization(path, headers)
@@ -62,7 +62,7 @@ def test_signature_equals_the_sdk_signers(token):
 
 def test_signature_is_pinned_for_fixed_inputs():
     """A fixed vector: any change to the canonical request shows here and in the SDK check."""
-    path, headers = deferral_fc3.invocation_request(
+    path, headers = defer_fc3.invocation_request(
         "https://1234567890.cn-hangzhou.fc.aliyuncs.com", "worker", TASK_ID, PAYLOAD, CREDENTIALS, 1700000000, "n0"
     )
     assert headers["x-acs-date"] == "2023-11-14T22:13:20Z"
@@ -93,10 +93,10 @@ def test_accepted_then_refused_as_a_duplicate_task(stub):
 def test_stub_refuses_a_wrong_secret_token_or_tampered_request(stub):
     assert send(stub, credentials=(KEY_ID, "not-the-secret", TOKEN)) == (403, "SignatureNotMatch")
     assert send(stub, credentials=(KEY_ID, SECRET, "other-token")) == (403, "InvalidSecurityToken")
-    path, headers = deferral_fc3.invocation_request(stub.endpoint, "worker", TASK_ID, PAYLOAD, CREDENTIALS)
+    path, headers = defer_fc3.invocation_request(stub.endpoint, "worker", TASK_ID, PAYLOAD, CREDENTIALS)
     headers["x-fc-async-task-id"] = "dingtalk-other"
-    assert deferral_fc3.post(stub.endpoint, path, headers, PAYLOAD, 2.0) == (403, "SignatureNotMatch")
-    assert deferral_fc3.post(stub.endpoint, path, headers, b"other body", 2.0) == (400, "ContentSHA256Mismatch")
+    assert defer_fc3.post(stub.endpoint, path, headers, PAYLOAD, 2.0) == (403, "SignatureNotMatch")
+    assert defer_fc3.post(stub.endpoint, path, headers, b"other body", 2.0) == (400, "ContentSHA256Mismatch")
     assert stub.accepted() == []
 
 
@@ -125,9 +125,9 @@ def test_server_error_and_unreachable(stub):
     assert send(stub) == (500, "InternalServerError")
     endpoint = stub.endpoint
     stub.close()
-    path, headers = deferral_fc3.invocation_request(endpoint, "worker", TASK_ID, PAYLOAD, CREDENTIALS)
+    path, headers = defer_fc3.invocation_request(endpoint, "worker", TASK_ID, PAYLOAD, CREDENTIALS)
     with pytest.raises(ConnectionRefusedError):
-        deferral_fc3.post(endpoint, path, headers, PAYLOAD, 1.0)
+        defer_fc3.post(endpoint, path, headers, PAYLOAD, 1.0)
 
 
 def test_slow_answer_times_out(stub):
@@ -139,12 +139,12 @@ def test_slow_answer_times_out(stub):
 
 
 def test_credentials_from_the_context_or_fc3_312_environment():
-    assert deferral_fc3.credentials_of(CONTEXT, {}) == CREDENTIALS
-    environ = dict(zip(deferral_fc3.CREDENTIAL_VARIABLES, ("k", "s", "t")))
+    assert defer_fc3.credentials_of(CONTEXT, {}) == CREDENTIALS
+    environ = dict(zip(defer_fc3.CREDENTIAL_VARIABLES, ("k", "s", "t")))
     without = type("Context312", (), {"request_id": "r", "account_id": "1", "region": "cn-hangzhou"})()
-    assert deferral_fc3.credentials_of(without, environ) == ("k", "s", "t")
-    with pytest.raises(HandOffError, match="no credentials"):
-        deferral_fc3.credentials_of(without, {})
+    assert defer_fc3.credentials_of(without, environ) == ("k", "s", "t")
+    with pytest.raises(DeferralFailed, match="no credentials"):
+        defer_fc3.credentials_of(without, {})
 
 
 def test_concurrent_hand_offs_of_one_event_start_one_task(stub):

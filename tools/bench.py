@@ -41,7 +41,7 @@ ENVIRONMENT = {
 # The warm and memory measures run the product's pipeline over this router, not a team's
 # handlers.py: one handler that returns a field for its record, as a handler would.
 BENCH_ROUTER = """
-from dingtalk_fc import Router, wsgi
+from dingtalk_fc import Router, http_fc2
 from dingtalk_fc.runtime import Runtime
 router = Router()
 router.on("user_modify_org")(lambda event: dict(synced=1))
@@ -138,7 +138,7 @@ def prepare(case: str, size: int) -> "Tuple[Callable[[], Any], Callable[[], Any]
     runtime.start()
 
     def handler(environ: Dict[str, Any], start_response: Any) -> Any:
-        return bench["wsgi"].serve(runtime, environ, start_response)
+        return bench["http_fc2"].serve(runtime, environ, start_response)
 
     sender = DingTalkSender(*list(ENVIRONMENT.values())[:3])
     baseline = StraightforwardBaseline(*list(ENVIRONMENT.values())[:3])
@@ -375,7 +375,7 @@ for n in range({count}):
     environ = {{"REQUEST_METHOD": "POST", "QUERY_STRING": query, "CONTENT_LENGTH": str(len(body)),
                "wsgi.input": io.BytesIO(body)}}
     status = []
-    b"".join(wsgi.serve(runtime, environ, lambda s, h: status.append(s)))
+    b"".join(http_fc2.serve(runtime, environ, lambda s, h: status.append(s)))
     assert status == ["200 OK"], status
 print(PEAK_RSS_KIB())
 """

@@ -27,10 +27,10 @@ endpoint, payload = {endpoint!r}, b'{{"key": "k", "encrypt": "x"}}'
 """
 OWN = """
 started = time.perf_counter()
-from dingtalk_fc import deferral_fc3
+from dingtalk_fc import defer_fc3
 imported = time.perf_counter()
-path, headers = deferral_fc3.invocation_request(endpoint, "worker", "dingtalk-1", payload, ("id", "secret", "token"))
-status, _ = deferral_fc3.post(endpoint, path, headers, payload, 1.0)
+path, headers = defer_fc3.invocation_request(endpoint, "worker", "dingtalk-1", payload, ("id", "secret", "token"))
+status, _ = defer_fc3.post(endpoint, path, headers, payload, 1.0)
 """
 SDK = """
 started = time.perf_counter()

@@ -11,7 +11,7 @@ worker costs nothing to cold starts that defer nothing.
 import threading
 
 from .deadline import BudgetSpent, Deadline
-from .defer import Deferrer, HandOffError
+from .defer import DeferralFailed, Deferrer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
@@ -70,7 +70,7 @@ def _bounded_client_class() -> "Any":
                     method, url, headers=headers, params=params, data=body, timeout=self.timeout
                 )
             except requests.RequestException as error:
-                raise HandOffError("FC unreachable: " + type(error).__name__) from None
+                raise DeferralFailed("FC unreachable: " + type(error).__name__) from None
             if response.status_code >= 400:
                 raise fc2.fc_exceptions.FcError(
                     f"FC answered {response.status_code}",
@@ -83,7 +83,7 @@ def _bounded_client_class() -> "Any":
     return BoundedClient
 
 
-class FcAsyncDeferrer(Deferrer):
+class Fc2Deferrer(Deferrer):
     """Invokes ``function`` asynchronously with the STS credentials of the current invocation.
 
     ``endpoint`` defaults to ``https://<account_id>.<region>.fc.aliyuncs.com``; ``service``
@@ -101,8 +101,8 @@ class FcAsyncDeferrer(Deferrer):
         self._service = service
         self._endpoint = endpoint
         self._timeout_s = timeout_s
-        self._client_class = None  # type: Any  # fc2 is imported at the first hand-off, off the cold start
-        self._clients = {}  # type: Dict[Tuple[str, str, str, str], Any]
+        self._client_class: Any = None  # fc2 is imported at the first hand-off, off the cold start
+        self._clients: Dict[Tuple[str, str, str, str], Any] = {}
         self._lock = threading.Lock()
 
     def _client(self, context: "Any") -> "Any":
@@ -130,15 +130,15 @@ class FcAsyncDeferrer(Deferrer):
                 self._clients[cache_key] = client
         return client
 
-    def hand_off(self, task_id: str, payload: bytes, context: "Any", deadline: Deadline) -> None:
+    def defer(self, task_id: str, payload: bytes, context: "Any", deadline: Deadline) -> None:
         if context is None or getattr(context, "credentials", None) is None:
-            raise HandOffError("no FC context with credentials")
+            raise DeferralFailed("no FC context with credentials")
         headers = dict(ASYNC_HEADERS)
         headers[TASK_ID_HEADER] = task_id
         try:  # the budget covers fc2's first import, name resolution and a trickling answer
             deadline.call(self._invoke, context, headers, payload)
         except BudgetSpent:
-            raise HandOffError("FC did not answer within the request budget") from None
+            raise DeferralFailed("FC did not answer within the request budget") from None
 
     def _invoke(self, context: "Any", headers: "Dict[str, str]", payload: bytes) -> None:
         import fc2
@@ -149,4 +149,6 @@ class FcAsyncDeferrer(Deferrer):
         except fc2.fc_exceptions.FcError as error:
             if is_duplicate_task(error.status_code, error.err_code):  # this task id was handed off before
                 return
-            raise HandOffError(f"FC refused the hand-off with {error.status_code} {error.err_code}".rstrip()) from None
+            raise DeferralFailed(
+                f"FC refused the hand-off with {error.status_code} {error.err_code}".rstrip()
+            ) from None

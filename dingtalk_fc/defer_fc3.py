@@ -2,7 +2,7 @@
 
 The task id is derived from the event's idempotency key, so FC itself refuses a second hand-off
 of the same event: HTTP 409 with FC's duplicate-task code, the only answer that counts as
-"already handed off" (:func:`dingtalk_fc.deferral.is_duplicate_task`). The request is signed
+"already handed off" (:func:`dingtalk_fc.defer_fc2.is_duplicate_task`). The request is signed
 with ACS3-HMAC-SHA256 by the standard library rather than Aliyun's SDK
 (``alibabacloud_fc20230330``): the SDK takes 0.45-1 s to import (968 modules, aiohttp and
 cryptography among them, about 40 MB installed), which the first hand-off of every instance would
@@ -16,8 +16,8 @@ import os
 import time
 
 from .deadline import BudgetSpent, Deadline
-from .defer import Deferrer, HandOffError
-from .deferral import error_code, is_duplicate_task
+from .defer import DeferralFailed, Deferrer
+from .defer_fc2 import error_code, is_duplicate_task
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
@@ -68,7 +68,7 @@ def credentials_of(context: "Any", environ: "Mapping[str, str]") -> "Tuple[str, 
         return credentials.access_key_id, credentials.access_key_secret, credentials.security_token or ""
     key_id, secret, token = (environ.get(name, "") for name in CREDENTIAL_VARIABLES)
     if not key_id or not secret:
-        raise HandOffError("no credentials: give the function a role (FC 3.0 passes its STS credentials)")
+        raise DeferralFailed("no credentials: give the function a role (FC 3.0 passes its STS credentials)")
     return key_id, secret, token
 
 
@@ -121,7 +121,7 @@ def post(endpoint: str, path: str, headers: "Dict[str, str]", body: bytes, timeo
     return response.status, "" if response.status < 300 else error_code(answer)
 
 
-class Fc3AsyncDeferrer(Deferrer):
+class Fc3Deferrer(Deferrer):
     """Invokes ``function`` asynchronously through FC 3.0's API with the role's STS credentials.
 
     ``endpoint`` defaults to ``https://<account_id>.<region>.fc.aliyuncs.com`` from the context.
@@ -134,17 +134,17 @@ class Fc3AsyncDeferrer(Deferrer):
         self._endpoint = endpoint
         self._environ = os.environ if environ is None else environ
 
-    def hand_off(self, task_id: str, payload: bytes, context: "Any", deadline: Deadline) -> None:
+    def defer(self, task_id: str, payload: bytes, context: "Any", deadline: Deadline) -> None:
         if context is None:
-            raise HandOffError("no FC context")
+            raise DeferralFailed("no FC context")
         try:  # the budget covers name resolution, the TLS handshake and a trickling answer
             status, code = deadline.call(self._invoke, task_id, payload, context, deadline.remaining())
         except BudgetSpent:
-            raise HandOffError("FC 3.0 did not answer within the request budget") from None
+            raise DeferralFailed("FC 3.0 did not answer within the request budget") from None
         if is_duplicate_task(status, code):  # this task id was handed off before
             return
         if not 200 <= status < 300:
-            raise HandOffError(f"FC 3.0 refused the hand-off with {status} {code}".rstrip())
+            raise DeferralFailed(f"FC 3.0 refused the hand-off with {status} {code}".rstrip())
 
     def _invoke(self, task_id: str, payload: bytes, context: "Any", timeout_s: float) -> "Tuple[int, str]":
         import http.client
@@ -155,4 +155,4 @@ class Fc3AsyncDeferrer(Deferrer):
         try:
             return post(endpoint, path, headers, payload, timeout_s)
         except (OSError, http.client.HTTPException) as error:
-            raise HandOffError("FC 3.0 unreachable: " + type(error).__name__) from None
+            raise DeferralFailed("FC 3.0 unreachable: " + type(error).__name__) from None
