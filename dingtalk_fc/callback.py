@@ -44,7 +44,7 @@ SOURCE = "push"
 class CallbackRequest(namedtuple("CallbackRequest", "method query body request_id context")):
     """One delivery as an adapter hands it over: ``method`` (str), ``query`` (the raw query
     string, without "?"), ``body`` (bytes), ``request_id`` (str) and ``context`` (the platform's
-    invocation context, for the deferred hand-off; may be None)."""
+    invocation context, for the deferred deferral; may be None)."""
 
     __slots__ = ()
 
@@ -123,7 +123,7 @@ class Callback:
         base["event_type"] = bounded_text(event_type)
         if event_type in URL_CHECKS:  # answered here, with no I/O; suite URL checks too (events.SUITE_URL_CHECKS)
             return CallbackResponse(200, opened.cipher.reply_body("success")), [(base, HANDLED)]
-        deadline = Deadline(self._budget_s)  # every call this delivery makes: the store, the hand-off
+        deadline = Deadline(self._budget_s)  # every call this delivery makes: the store, the deferral
         arrival = Arrival(SOURCE, request.request_id, opened.fingerprint, request.context, deadline)
         if event_type in SYNC_HTTP_TYPES:
             return self._batch(opened, item_events(data), arrival, base)

@@ -182,7 +182,7 @@ def retired_variables(environ: "Mapping[str, str]") -> "List[str]":
 # DingTalk waits 1500 ms for the reply: the calls that leave the process get at most this, the
 # budget and one store timeout after it together.
 MAX_REQUEST_BUDGET_MS = 1400
-# A hand-off job is the event re-encrypted (about the size of DingTalk's body) plus an envelope;
+# A deferral job is the event re-encrypted (about the size of DingTalk's body) plus an envelope;
 # FC refuses asynchronous payloads over 128 KB, so a worker caps the accepted body below that.
 MAX_DEFERRABLE_BODY_BYTES = 120 * 1024
 

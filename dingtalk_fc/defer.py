@@ -1,9 +1,9 @@
 """Deferred events: sealed as a job and handed to the worker function, which runs them later.
 
-The hand-off uses the FC asynchronous task id derived from the event's key (FC refuses a second
+The deferral uses the FC asynchronous task id derived from the event's key (FC refuses a second
 task with that id), and the event's claim is held with that same id as its token, so the worker
-adopts the claim whatever happened to the request that handed it off. The FC clients that do the
-hand-off are in :mod:`dingtalk_fc.defer_fc2` (FC 2.0) and :mod:`dingtalk_fc.defer_fc3` (FC 3.0).
+adopts the claim whatever happened to the request that deferred it. The FC clients that do the
+deferral are in :mod:`dingtalk_fc.defer_fc2` (FC 2.0) and :mod:`dingtalk_fc.defer_fc3` (FC 3.0).
 """
 
 import hashlib
@@ -49,7 +49,7 @@ def task_id_for(store_key: str) -> str:
 
 class Deferral:
     """Claims an event and hands it to the worker through ``deferrer`` (None: no worker), each
-    hand-off bounded by ``budget_s`` (a push's request budget) wherever it comes from."""
+    deferral bounded by ``budget_s`` (a push's request budget) wherever it comes from."""
 
     def __init__(self, once: "Once", jobs: "JobSealer", deferrer: "Optional[Deferrer]", budget_s: float) -> None:
         self._once = once
@@ -62,8 +62,8 @@ class Deferral:
         return self._deferrer is not None
 
     def defer(self, event: "Event", route: "Route", arrival: "Arrival") -> "Outcome":
-        """Claim ``event`` under its task id and hand it off (``deferred``); a done event is a
-        ``duplicate``. A failed hand-off releases the claim and refuses (503, or 413 for a push
+        """Claim ``event`` under its task id and defer it (``deferred``); a done event is a
+        ``duplicate``. A failed deferral releases the claim and refuses (503, or 413 for a push
         whose job FC would never accept).
 
         Outside a push (recovery, a re-drive) a job over FC's limit runs here instead, under the
@@ -111,7 +111,7 @@ class Deferral:
             raise
         except Exception as error:
             if not isinstance(error, DeferralFailed):
-                logger.exception("hand-off failed unexpectedly")
+                logger.exception("deferral failed unexpectedly")
             self._release(ticket)
             detail = str(error)[:200] if isinstance(error, DeferralFailed) else type(error).__name__
             raise RequestRejected(errors.HANDOFF_FAILED, detail=detail, outcome=outcome.FAILED) from None

@@ -1,10 +1,10 @@
 """Deferred handlers: hand the event to the worker function through FC asynchronous invocation.
 
-The hand-off uses stateful asynchronous invocation with a task id derived from the event's
-idempotency key, so FC itself refuses a second hand-off of the same event: HTTP 409 with the
-code in :data:`DUPLICATE_TASK_CODES`, the only answer that counts as "already handed off". Any
+The deferral uses stateful asynchronous invocation with a task id derived from the event's
+idempotency key, so FC itself refuses a second deferral of the same event: HTTP 409 with the
+code in :data:`DUPLICATE_TASK_CODES`, the only answer that counts as "already deferred". Any
 other refusal, another 409 included (FC documents several, e.g. a concurrent update), queued
-nothing and fails the hand-off. ``fc2`` is imported at the first hand-off, so a configured
+nothing and fails the deferral. ``fc2`` is imported at the first deferral, so a configured
 worker costs nothing to cold starts that defer nothing.
 """
 
@@ -101,7 +101,7 @@ class Fc2Deferrer(Deferrer):
         self._service = service
         self._endpoint = endpoint
         self._timeout_s = timeout_s
-        self._client_class: Any = None  # fc2 is imported at the first hand-off, off the cold start
+        self._client_class: Any = None  # fc2 is imported at the first deferral, off the cold start
         self._clients: Dict[Tuple[str, str, str, str], Any] = {}
         self._lock = threading.Lock()
 
@@ -147,8 +147,8 @@ class Fc2Deferrer(Deferrer):
         try:
             self._client(context).invoke_function(service, self._function, payload=payload, headers=headers)
         except fc2.fc_exceptions.FcError as error:
-            if is_duplicate_task(error.status_code, error.err_code):  # this task id was handed off before
+            if is_duplicate_task(error.status_code, error.err_code):  # this task id was deferred before
                 return
             raise DeferralFailed(
-                f"FC refused the hand-off with {error.status_code} {error.err_code}".rstrip()
+                f"FC refused the deferral with {error.status_code} {error.err_code}".rstrip()
             ) from None

@@ -1,13 +1,13 @@
 """Deferred handlers on FC 3.0: ``InvokeFunction`` (API 2023-03-30), asynchronous, with a task id.
 
-The task id is derived from the event's idempotency key, so FC itself refuses a second hand-off
+The task id is derived from the event's idempotency key, so FC itself refuses a second deferral
 of the same event: HTTP 409 with FC's duplicate-task code, the only answer that counts as
-"already handed off" (:func:`dingtalk_fc.defer_fc2.is_duplicate_task`). The request is signed
+"already deferred" (:func:`dingtalk_fc.defer_fc2.is_duplicate_task`). The request is signed
 with ACS3-HMAC-SHA256 by the standard library rather than Aliyun's SDK
 (``alibabacloud_fc20230330``): the SDK takes 0.45-1 s to import (968 modules, aiohttp and
-cryptography among them, about 40 MB installed), which the first hand-off of every instance would
+cryptography among them, about 40 MB installed), which the first deferral of every instance would
 pay inside DingTalk's 1500 ms; this client costs about 2 ms (``tools/bench_fc3_client.py``). This
-module is imported at the first hand-off only.
+module is imported at the first deferral only.
 """
 
 import hashlib
@@ -141,10 +141,10 @@ class Fc3Deferrer(Deferrer):
             status, code = deadline.call(self._invoke, task_id, payload, context, deadline.remaining())
         except BudgetSpent:
             raise DeferralFailed("FC 3.0 did not answer within the request budget") from None
-        if is_duplicate_task(status, code):  # this task id was handed off before
+        if is_duplicate_task(status, code):  # this task id was deferred before
             return
         if not 200 <= status < 300:
-            raise DeferralFailed(f"FC 3.0 refused the hand-off with {status} {code}".rstrip())
+            raise DeferralFailed(f"FC 3.0 refused the deferral with {status} {code}".rstrip())
 
     def _invoke(self, task_id: str, payload: bytes, context: "Any", timeout_s: float) -> "Tuple[int, str]":
         import http.client

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
 JOB_VERSION = 1
 MAC_PURPOSE = b"dingtalk-fc worker job mac v1"
 ENCRYPTION_PURPOSE = b"dingtalk-fc worker job encryption v1"
-# FC limits an asynchronous invocation's payload to 128 KB; a larger job is never handed off.
+# FC limits an asynchronous invocation's payload to 128 KB; a larger job is never deferred.
 MAX_JOB_BYTES = 128 * 1024
 # What a log record keeps sealed and ``redrive`` opens: a job too large for FC (run where it was
 # pulled, see recovery.process) or a rejected item. The bound is the record's.

@@ -2,8 +2,8 @@
 claim back, failing open or closed when the store cannot answer.
 
 Every way in (a push, recovery, a re-drive, the worker) goes through :meth:`Once.claim` and
-:meth:`Once.run`; only the hand-off to the worker (:mod:`dingtalk_fc.defer`) holds a claim it does
-not run under, and releases it with :meth:`Once.release` when the hand-off fails.
+:meth:`Once.run`; only the deferral to the worker (:mod:`dingtalk_fc.defer`) holds a claim it does
+not run under, and releases it with :meth:`Once.release` when the deferral fails.
 """
 
 import logging
@@ -29,7 +29,7 @@ logger = logging.getLogger("dingtalk_fc")
 class Arrival:
     """How one event arrived: ``source`` (push, recovery, redrive), the ``request_id`` that
     brought it, its ``fingerprint`` (the signature of the push that carried it, "" otherwise),
-    the platform's invocation ``context`` (for the hand-off's credentials; may be None) and the
+    the platform's invocation ``context`` (for the deferral's credentials; may be None) and the
     :class:`~dingtalk_fc.deadline.Deadline` of every call made for it.
 
     A class with slots rather than a namedtuple: building a namedtuple class costs about 0.1 ms
@@ -97,7 +97,7 @@ class Once:
     ) -> Ticket:
         """Claim ``key`` to run its event, held with ``token`` (else a fresh one).
 
-        ``adopt``: take over the claim a hand-off left under ``token`` (the worker does). Raises
+        ``adopt``: take over the claim a deferral left under ``token`` (the worker does). Raises
         :class:`RequestRejected`: 409 while another run holds it (so it stays retryable), 503
         when the store is full or down and failing closed.
         """
@@ -196,7 +196,7 @@ def duplicate(ticket: Ticket) -> "Outcome":
 
 
 def ran(name: str, ticket: Ticket, fields: "Dict[str, Any]", complete_warning: str = "") -> "Outcome":
-    """The outcome of an event that ran (or was handed off) under ``ticket``: a store that could
+    """The outcome of an event that ran (or was deferred) under ``ticket``: a store that could
     not answer makes it ``dedup_unavailable`` (a warning), a lost completion an error."""
     if ticket.warning:
         name, level, detail = outcome.STORE_DOWN, "warning", ticket.warning

@@ -56,7 +56,7 @@ RESERVED_FIELDS = frozenset(
 # What a record keeps when its full form is over the size limit: a sealed ``job`` (a dead letter,
 # a recovery journal line) is what re-drives the event, so it is kept whole (MAX_SEALED_TEXT_BYTES),
 # as is the ``sealed_item`` of an item recovery rejected (bounded by MAX_SEALED_TEXT_BYTES), and
-# what a dead letter is grouped by (the hand-off, FC's condition, attempts, the worker's request).
+# what a dead letter is grouped by (the deferral, FC's condition, attempts, the worker's request).
 ESSENTIAL_FIELDS = (
     *("request_id", "stage", "source", "event_type", "event_id", "outcome", "status", "level"),
     *("errcode", "detail", "job", "sealed_item"),

@@ -4,7 +4,7 @@ The list may be cleared as it is read, so a pulled page is made durable before a
 each event is sealed (encrypted, as a worker job) into a ``"stage": "pulled"`` journal line on
 stdout, which FC ships to the Logstore, and ``python -m dingtalk_fc_dev redrive`` can run it
 again from an export of those lines. Then every event goes through
-:func:`process` (the dispatcher: de-duplication, the handler or the hand-off to the worker) and
+:func:`process` (the dispatcher: de-duplication, the handler or the deferral to the worker) and
 gets its own record; one summary record closes the run.
 
 A page is pulled only while the time budget leaves room to run it, so a run that stops for

@@ -1,4 +1,4 @@
-"""The worker function: runs a sealed job handed off by the callback, recovery or a re-drive.
+"""The worker function: runs a sealed job deferred by the callback, recovery or a re-drive.
 
 It raises unless the event ran or was done already, so FC's asynchronous retry policy and then
 its on-failure destination (the dead letters) apply. A job this instance cannot open is raised

@@ -4,7 +4,7 @@ installed project (``make`` installs it in ``.venv``): any test folder gets them
 * ``dingtalk_router``: the router under test, ``handlers.router`` (override it in a ``conftest.py``);
 * ``dingtalk_environment``: the function's DINGTALK_* variables (the demo keys);
 * ``callback_harness``: that router behind the real callback and WSGI adapter; deferred handlers
-  run through the real hand-off payload and worker entrypoint on a thread
+  run through the real deferral payload and worker entrypoint on a thread
   (``callback_harness.wait_for_workers()``).
 """
 

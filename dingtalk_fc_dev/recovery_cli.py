@@ -43,7 +43,7 @@ def _environment() -> Dict[str, str]:
 
 
 class InlineDeferrer(Deferrer):
-    """Runs each hand-off's job through the worker entrypoint before ``hand_off`` returns and
+    """Runs each deferral's job through the worker entrypoint before ``hand_off`` returns and
     keeps its outcome (``failed`` if it raised; the worker's record says why): a thread would
     die with the command, and its outcome would go unreported."""
 

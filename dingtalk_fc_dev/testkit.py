@@ -211,7 +211,7 @@ class Reply(NamedTuple):
 
 
 class WorkerRun(NamedTuple):
-    """One hand-off as the worker ran it, after FC's retries: the ``outcome`` it logged last
+    """One deferral as the worker ran it, after FC's retries: the ``outcome`` it logged last
     (``failed`` when every attempt raised), what the handler raised (``error``, None when it ran),
     and how many ``attempts`` it took."""
 
@@ -227,12 +227,12 @@ ASYNC_RETRIES = 3
 
 
 class ThreadDeferrer(Deferrer):
-    """Stands in for FC asynchronous invocation in tests: each hand-off's payload, as the
+    """Stands in for FC asynchronous invocation in tests: each deferral's payload, as the
     callback built it, goes to the worker entrypoint on a thread, retried as FC retries a raising
     worker; when every attempt fails, ``dead_letter`` (if given) gets FC's on-failure document, so
     the dead letter can be re-driven as in production. :meth:`wait` joins the threads.
 
-    The payload is passed on as opaque bytes, so the test runs the real hand-off format.
+    The payload is passed on as opaque bytes, so the test runs the real deferral format.
     """
 
     def __init__(
@@ -274,7 +274,7 @@ class ThreadDeferrer(Deferrer):
             self._runs.append(run)
 
     def wait(self, timeout_s: float = 30.0) -> List[WorkerRun]:
-        """Wait for every hand-off so far to finish; return all runs, in the order they ended.
+        """Wait for every deferral so far to finish; return all runs, in the order they ended.
 
         ``timeout_s`` only keeps a hung handler from hanging the test run.
         """
@@ -312,7 +312,7 @@ class CallbackHarness:
 
     ``environ`` is the function's environment (the DINGTALK_* variables); ``clock`` drives
     both the function and the sender, so timestamps can be moved in tests. With
-    ``run_deferred``, deferred handlers are handed off with the real payload and run by the
+    ``run_deferred``, deferred handlers are deferred with the real payload and run by the
     real worker entrypoint on a thread (instead of FC), retried as FC retries them, and a job that
     fails every attempt is recorded as a dead letter (``dead_letters``), as the function's
     on-failure destination records it: :meth:`wait_for_workers` waits for them.
@@ -362,7 +362,7 @@ class CallbackHarness:
         return self.call(self.sender.build(plaintext, **build).wsgi_environ())
 
     def wait_for_workers(self, timeout_s: float = 30.0) -> List[WorkerRun]:
-        """Wait for the deferred handlers handed off so far (needs ``run_deferred=True``)."""
+        """Wait for the deferred handlers so far (needs ``run_deferred=True``)."""
         if self.workers is None:
             raise RuntimeError("this harness hands deferred events to FC: build it with run_deferred=True")
         return self.workers.wait(timeout_s)

@@ -52,7 +52,7 @@ LEAK_MARKERS = [
     PREVIOUS_KEYS["DINGTALK_PREVIOUS_AES_KEY"],
     CANARY,
     '"EventType"',
-    "test-access-key-secret",  # FakeFcContext's STS credentials (the hand-off signs with them)
+    "test-access-key-secret",  # FakeFcContext's STS credentials (the deferral signs with them)
     "test-security-token",
     APP_SECRET,
     ACCESS_TOKEN_MARKER,

@@ -71,7 +71,7 @@ def test_slow_handler_is_deferred_and_runs_exactly_once(deferred):
     assert invocation["headers"]["x-fc-invocation-type"] == "Async"
     assert invocation["task_id"] == task_id_for(TEST_ENV["DINGTALK_APP_KEY"] + ":slow-1")
     payload = json.loads(invocation["body"])
-    assert "processInstanceId" not in invocation["body"].decode()  # the hand-off carries ciphertext only
+    assert "processInstanceId" not in invocation["body"].decode()  # the deferral carries ciphertext only
     assert sorted(payload) == ["dingtalk_fc_job", "fingerprint", "issued_ms", "mac", "request_id", "sealed", "source"]
     worker_record = next(r for r in harness.records if r.get("stage") == "worker")
     assert worker_record["outcome"] == "handled"
@@ -85,7 +85,7 @@ def test_slow_handler_is_deferred_and_runs_exactly_once(deferred):
 
 
 @pytest.mark.parametrize("error_fields", [("ErrorCode", "ErrorMessage"), ("errorCode", "errorMessage")])
-def test_fc_refuses_a_second_hand_off_of_the_same_event(deferred, error_fields):
+def test_fc_refuses_a_second_deferral_of_the_same_event(deferred, error_fields):
     handler = SlowHandler()
     harness, stub = deferred(handler)
     stub.error_fields = error_fields
@@ -103,7 +103,7 @@ def test_fc_refuses_a_second_hand_off_of_the_same_event(deferred, error_fields):
 
 
 @pytest.mark.parametrize("refusal", [CONCURRENT_UPDATE, (409, ""), (409, DUPLICATE_TASK[1].lower())])
-def test_a_409_that_is_not_the_duplicate_task_answer_is_a_failed_hand_off(deferred, refusal):
+def test_a_409_that_is_not_the_duplicate_task_answer_is_a_failed_deferral(deferred, refusal):
     """Only FC's "this task id exists" means the event is queued; any other conflict queued nothing."""
     handler = SlowHandler()
     harness, stub = deferred(handler)
@@ -118,7 +118,7 @@ def test_a_409_that_is_not_the_duplicate_task_answer_is_a_failed_hand_off(deferr
     assert handler.finished == ["slow-1"]
 
 
-def test_failed_hand_off_is_not_success_and_releases_the_claim(deferred):
+def test_failed_deferral_is_not_success_and_releases_the_claim(deferred):
     handler = SlowHandler()
     harness, stub = deferred(handler)
     stub.fail_next = 1
@@ -179,7 +179,7 @@ def test_deferred_handlers_without_a_worker_are_a_configuration_error(make_harne
     assert harness.last_record["detail"].startswith("DINGTALK_WORKER_FUNCTION")
 
 
-def test_index_worker_runs_a_hand_off_payload(deferred):
+def test_index_worker_runs_a_deferral_payload(deferred):
     import index
 
     handler = SlowHandler()
@@ -205,7 +205,7 @@ def test_local_server_runs_deferred_handlers_in_process(start_server):
     assert outcomes == [("http", "deferred"), ("worker", "handled")]
 
 
-def test_hand_off_answered_after_the_budget_still_runs_exactly_once(deferred_approval):
+def test_deferral_answered_after_the_budget_still_runs_exactly_once(deferred_approval):
     handler = Counter()
     harness, stub = deferred_approval(handler, DINGTALK_REQUEST_BUDGET_MS="300")
     stub.answer_delay_s = 1.0  # FC queues the job, then its answer arrives after the budget
@@ -220,8 +220,8 @@ def test_hand_off_answered_after_the_budget_still_runs_exactly_once(deferred_app
 
 
 class RecordingDeferrer(Deferrer):
-    """Accepts every hand-off; the first raises ``first_error`` when given (empty STS
-    credentials make fc2 raise ValueError, which no hand-off expected)."""
+    """Accepts every deferral; the first raises ``first_error`` when given (empty STS
+    credentials make fc2 raise ValueError, which no deferral expected)."""
 
     def __init__(self, first_error=None):
         self.first_error = first_error
@@ -241,7 +241,7 @@ def deferring_harness(make_harness, deferrer):
     return harness
 
 
-def test_an_unexpected_hand_off_error_releases_the_claim(make_harness):
+def test_an_unexpected_deferral_error_releases_the_claim(make_harness):
     deferrer = RecordingDeferrer(ValueError("access key id must not be empty"))
     harness = deferring_harness(make_harness, deferrer)
     assert harness.send(APPROVAL).status == 503
@@ -250,7 +250,7 @@ def test_an_unexpected_hand_off_error_releases_the_claim(make_harness):
     assert len(deferrer.calls) == 2
 
 
-def test_an_event_too_large_for_a_job_is_refused_before_the_hand_off(make_harness):
+def test_an_event_too_large_for_a_job_is_refused_before_the_deferral(make_harness):
     """Outside a push it runs where it is (recovery, redrive); handing it to the worker is refused."""
     deferrer = RecordingDeferrer()
     dispatcher = deferring_harness(make_harness, deferrer).runtime.load().dispatcher

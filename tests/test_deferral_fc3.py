@@ -66,7 +66,7 @@ def test_slow_handler_is_deferred_through_fc3_and_runs_exactly_once(deferred_fc3
     assert invocation["function"] == "dingtalk-worker"
     assert invocation["headers"]["x-fc-invocation-type"] == "Async"
     assert invocation["task_id"] == task_id_for(TEST_ENV["DINGTALK_APP_KEY"] + ":slow-1")
-    assert "processInstanceId" not in invocation["body"].decode()  # the hand-off carries ciphertext only
+    assert "processInstanceId" not in invocation["body"].decode()  # the deferral carries ciphertext only
     assert "sealed" in json.loads(invocation["body"])  # the pipeline's authenticated, encrypted job
     worker_record = next(r for r in harness.records if r.get("stage") == "worker")
     assert worker_record["outcome"] == "handled"
@@ -77,14 +77,14 @@ def test_slow_handler_is_deferred_through_fc3_and_runs_exactly_once(deferred_fc3
     print(f"\nFC 3.0 deferred: reply in {reply_ms:.1f} ms while a 5 s handler ran on the worker")
 
 
-def test_fc3_refuses_a_second_hand_off_of_the_same_event(deferred_fc3):
+def test_fc3_refuses_a_second_deferral_of_the_same_event(deferred_fc3):
     handler = SlowHandler()
     harness, stub = deferred_fc3(handler)
     assert send(harness, EVENT)[0] == 200
     stub.wait()
     harness.runtime.use_store(MemoryStore())  # another instance's memory
     status, body = send(harness, EVENT)
-    assert harness.sender.check_reply(status, body) == "success"  # FC's 409 counts as handed off
+    assert harness.sender.check_reply(status, body) == "success"  # FC's 409 counts as deferred
     assert [len(stub.invocations), len(stub.accepted())] == [2, 1]
     stub.wait()
     assert handler.started == ["slow-1"]
@@ -122,13 +122,13 @@ def test_fc3_server_error_is_503_and_releases_the_claim(deferred_fc3):
 
 
 @pytest.mark.parametrize("refusal", [CONCURRENT_UPDATE, (409, "")])
-def test_a_409_from_fc3_that_is_not_the_duplicate_task_answer_is_a_failed_hand_off(deferred_fc3, refusal):
+def test_a_409_from_fc3_that_is_not_the_duplicate_task_answer_is_a_failed_deferral(deferred_fc3, refusal):
     handler = SlowHandler()
     harness, stub = deferred_fc3(handler)
     stub.refuse_next = [refusal]
     status, body = send(harness, EVENT)
     assert (status, json.loads(body)) == (503, {"errcode": 900131, "errmsg": "deferral failed"})
-    assert harness.last_record["detail"] == f"FC 3.0 refused the hand-off with {refusal[0]} {refusal[1]}".rstrip()
+    assert harness.last_record["detail"] == f"FC 3.0 refused the deferral with {refusal[0]} {refusal[1]}".rstrip()
     assert stub.accepted() == []
     assert harness.sender.check_reply(*send(harness, EVENT)) == "success"  # the claim was released
     stub.wait()

@@ -1,4 +1,4 @@
-"""The test kit runs deferred handlers through the real hand-off payload and worker entrypoint."""
+"""The test kit runs deferred handlers through the real deferral payload and worker entrypoint."""
 
 import threading
 
@@ -53,7 +53,7 @@ def test_the_worker_gets_the_pipeline_payload_not_the_plaintext(callback_harness
     callback_harness.send({**APPROVAL, "processInstanceId": "secret-instance"})
     callback_harness.wait_for_workers()
     assert len(payloads) == 1
-    assert b"secret-instance" not in payloads[0]  # the hand-off carries the event encrypted
+    assert b"secret-instance" not in payloads[0]  # the deferral carries the event encrypted
     assert runs == ["approval-1"]
 
 

@@ -1,4 +1,4 @@
-"""FC 3.0's hand-off client: its ACS3-HMAC-SHA256 signature equals the one Aliyun's SDK computes,
+"""FC 3.0's deferral client: its ACS3-HMAC-SHA256 signature equals the one Aliyun's SDK computes,
 and both it and the SDK are accepted by the local FC 3.0 API, which answers 202 / 409 / 5xx."""
 
 import hashlib
@@ -147,7 +147,7 @@ def test_credentials_from_the_context_or_fc3_312_environment():
         defer_fc3.credentials_of(without, {})
 
 
-def test_concurrent_hand_offs_of_one_event_start_one_task(stub):
+def test_concurrent_deferrals_of_one_event_start_one_task(stub):
     answers = []
     threads = [threading.Thread(target=lambda: answers.append(send(stub)[0])) for _ in range(8)]
     for thread in threads:

@@ -129,7 +129,7 @@ def test_package_holds_the_function_and_nothing_else(package):
     for_runtime = {name for name in listed if runtime in RUNTIME_ONLY.get(name, {runtime})}
     if runtime == "python3":  # Funcraft deploys to FC 2.0, whose API fc2 speaks
         assert ("fc2" in names) is ("aliyun-fc2" in wanted)
-    else:  # FC 3.0: the hand-off needs only the standard library
+    else:  # FC 3.0: the deferral needs only the standard library
         assert "fc2" not in names
         assert "aliyun-fc2" not in shipped
     # every requirement, and nothing that no requirement needs (what fc2 alone needs stays out of FC 3.0's)

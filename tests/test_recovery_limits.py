@@ -86,7 +86,7 @@ def test_a_large_recovered_event_that_fails_is_redriven_from_its_journal_line(wi
     assert handler.completed == {"ev-1": 1}
 
 
-def test_one_unanswered_fc3_hand_off_does_not_stall_the_rest_of_the_page(with_worker):
+def test_one_unanswered_fc3_deferral_does_not_stall_the_rest_of_the_page(with_worker):
     handler = Handler()
     harness, dingtalk, fc = with_worker(handler, api=Fc3ApiStub, DINGTALK_RECOVERY_BUDGET_SECONDS="20")
     fc.hold_next = [15.0]  # FC queues the first event but its answer never comes in time

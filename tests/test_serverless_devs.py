@@ -81,7 +81,7 @@ def test_s_yaml_renders_offline_and_matches_the_fc3_schema(tmp_path, s_home, mut
     assert props["role"] == worker["role"]  # the callback's STS credentials invoke the worker
     assert worker["handler"] == "index.worker"
     assert (worker["runtime"], worker["code"]) == (props["runtime"], props["code"])
-    assert worker["environmentVariables"] == environment  # the worker decrypts the hand-off
+    assert worker["environmentVariables"] == environment  # the worker decrypts the deferral
     assert worker["logConfig"] == props["logConfig"]
     async_config = worker["asyncInvokeConfig"]
     assert async_config["asyncTask"] is True  # needed for x-fc-async-task-id
@@ -132,7 +132,7 @@ def test_s_yaml_declares_recovery_and_dead_letter_for_fc3(tmp_path, s_home):
     recover, dead_letter = resources["recover"]["props"], resources["dead-letter"]["props"]
     assert recover["handler"] == "index.recover"
     assert recover["environmentVariables"]["DINGTALK_APP_SECRET"] == DEPLOY_ENV["DINGTALK_APP_SECRET"]
-    assert recover["role"] == resources["callback"]["props"]["role"]  # deferred events hand off from it
+    assert recover["role"] == resources["callback"]["props"]["role"]  # it defers recovered events to the worker
     assert resources["worker"]["props"]["asyncInvokeConfig"]["destinationConfig"]["onFailure"]["destination"].endswith(
         "functions/" + dead_letter["functionName"]
     )

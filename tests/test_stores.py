@@ -141,7 +141,7 @@ def test_fail_closed_replies_503(make_harness, redis_url, paused_redis, how):
     ids=["defaults", "worker configured", "redis configured"],
 )
 def test_optional_clients_stay_off_the_cold_start(extra, loaded):
-    """redis only when configured; fc2 only at the first hand-off, even with a worker configured."""
+    """redis only when configured; fc2 only at the first deferral, even with a worker configured."""
     import subprocess
     import sys
 

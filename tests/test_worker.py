@@ -1,5 +1,5 @@
 """The worker function: it runs only jobs this app sealed, takes the event's key from the
-plaintext, adopts the hand-off's claim once and holds it for longer than its own timeout."""
+plaintext, adopts the deferral's claim once and holds it for longer than its own timeout."""
 
 import json
 import threading
@@ -74,7 +74,7 @@ def test_a_job_sealed_with_a_pair_the_worker_does_not_know_is_retried_not_droppe
 
 def test_a_second_delivery_of_a_job_does_not_run_beside_the_first(make_harness):
     """FC's asynchronous delivery is at least once, and a dead letter may be re-driven while
-    its first run goes on: only the handed-off claim can be adopted, once."""
+    its first run goes on: only the deferred claim can be adopted, once."""
     gate = threading.Event()
     handler = Counter(gate=gate)
     harness = make_harness(router_for(handler, "bpms_instance_change"))

@@ -1,4 +1,4 @@
-"""What the FC 3.0 hand-off costs an instance the first time: this project's own ACS3 client
+"""What the FC 3.0 deferral costs an instance the first time: this project's own ACS3 client
 against Aliyun's SDK (``alibabacloud_fc20230330``), each in a fresh interpreter.
 
     .venv/bin/python tools/bench_fc3_client.py [--runs 7]
@@ -85,7 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         figures = {"own client": measure(OWN, endpoint, args.runs), "Aliyun SDK": measure(SDK, endpoint, args.runs)}
     finally:
         server.shutdown()
-    title = f"first FC 3.0 hand-off, median of {args.runs}"
+    title = f"first FC 3.0 deferral, median of {args.runs}"
     print(f"{title:<36} {'import ms':>10} {'call ms':>10} {'modules':>8}")
     for name, figure in figures.items():
         print(f"{name:<36} {figure['import_ms']:>10.1f} {figure['first_call_ms']:>10.1f} {figure['modules']:>8.0f}")

@@ -48,7 +48,7 @@ PRUNED_DIRECTORIES = {"tests", "test", "SelfTest", "__pycache__", "bin"}
 PRUNED_DIST_INFO_FILES = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
 # Pure-Python releases published only as source distributions.
 SOURCE_ONLY = ["aliyun-fc2"]
-# FC 2.0's API client: only Funcraft's python3 runtime hands off through it (FC 3.0's hand-off
+# FC 2.0's API client: only Funcraft's python3 runtime defers through it (FC 3.0's deferral
 # signs its requests with the standard library), so the other runtimes' packages leave it and
 # its dependencies (requests, urllib3, ...) out.
 RUNTIME_ONLY = {"aliyun-fc2": {"python3"}}

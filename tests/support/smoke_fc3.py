@@ -1,7 +1,7 @@
 """Run by Python 3.10 against the python3.10 package only: FC 3.0's entrypoint end to end.
 
 Usage: python3.10 smoke_fc3.py FC3_ENDPOINT — with the package on sys.path. Sends a check_url and
-a deferred event through ``index.fc3_handler`` (FC 3.0's HTTP event shape), the second handed off
+a deferred event through ``index.fc3_handler`` (FC 3.0's HTTP event shape), the second deferred
 to the FC 3.0 invoke API at FC3_ENDPOINT; prints a JSON summary on stdout.
 """
 
@@ -24,7 +24,7 @@ import dingtalk_crypto  # noqa: E402
 from dingtalk_fc import Router  # noqa: E402
 
 # Its own router, not the package's handlers.py (a team's handlers may do anything), as in
-# smoke_deployed.py: user_add_org is deferred, so the event is handed off.
+# smoke_deployed.py: user_add_org is deferred, so the event is deferred.
 handlers = types.ModuleType("handlers")
 handlers.router = Router()
 handlers.router.on("user_add_org", deferred=True)(lambda event: None)
