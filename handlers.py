@@ -2,7 +2,7 @@
 
 Each handler receives an :class:`~dingtalk_fc.Event` (``event.type``, ``event.data``,
 ``event.corp_id``, ``event.key``) and may return a dict of extra fields for the event's log
-record. The pipeline has already verified, decrypted and de-duplicated the event, and it writes
+record. The function has already verified, decrypted and de-duplicated the event, and it writes
 the record (event type, ids, outcome, latency) itself: a handler only does its own work.
 
 Keep imports at the top of this file light (no ``typing``, no SDKs you only use in one

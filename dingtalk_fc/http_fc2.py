@@ -42,7 +42,7 @@ def read_body(environ: "Dict[str, Any]", limit: int) -> bytes:
     return b""  # PEP 3333: no CONTENT_LENGTH means no body
 
 
-# Every status the pipeline answers with (a dict: importing http.HTTPStatus costs cold start).
+# Every status the function answers with (a dict: importing http.HTTPStatus costs cold start).
 STATUS_LINES = {
     200: "200 OK",
     400: "400 Bad Request",
