@@ -17,7 +17,6 @@ as an item.
 import hmac
 import json
 import re
-from collections import namedtuple
 
 import dingtalk_crypto
 
@@ -40,23 +39,34 @@ TEXT_FIELDS = ("source", "request_id", "fingerprint", "sealed")
 MAC_PATTERN = re.compile(r"[0-9a-f]{64}\Z")
 
 
-class Purpose(namedtuple("Purpose", "envelope label")):
+class Purpose:
     """What a sealed blob is for: the key its envelope carries and the label its MAC input starts
     with (both differ between purposes)."""
 
-    __slots__ = ()
+    __slots__ = ("envelope", "label")
+
+    def __init__(self, envelope: str, label: bytes) -> None:
+        self.envelope = envelope
+        self.label = label
 
 
 WORKER_JOB = Purpose("dingtalk_fc_job", b"dingtalk-fc-job")
 REJECTED_ITEM = Purpose("dingtalk_fc_item", b"dingtalk-fc-rejected-item")
 
 
-class Job(namedtuple("Job", "plaintext source request_id fingerprint issued_ms")):
+class Job:
     """An opened job: the event's ``plaintext``, where it came from (``source``: push, recovery,
     redrive), the delivery's ``request_id`` and ``fingerprint`` (its signature, for the replay
     flag) and when it was sealed (``issued_ms``)."""
 
-    __slots__ = ()
+    __slots__ = ("fingerprint", "issued_ms", "plaintext", "request_id", "source")
+
+    def __init__(self, plaintext: str, source: str, request_id: str, fingerprint: str, issued_ms: int) -> None:
+        self.plaintext = plaintext
+        self.source = source
+        self.request_id = request_id
+        self.fingerprint = fingerprint
+        self.issued_ms = issued_ms
 
 
 def _mac_input(fields: "Dict[str, Any]", purpose: Purpose) -> bytes:

@@ -1,7 +1,5 @@
 """Handlers registered on EventType by decorator, with a catch-all."""
 
-from collections import namedtuple
-
 from .events import URL_CHECKS, Event
 
 TYPE_CHECKING = False
@@ -11,10 +9,15 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
     Handler = Callable[[Event], Optional[Mapping[str, Any]]]
 
 
-class Route(namedtuple("Route", "handler deferred catch_all")):
+class Route:
     """A registered handler; ``deferred`` None follows the global default (DINGTALK_DEFER_ALL)."""
 
-    __slots__ = ()
+    __slots__ = ("catch_all", "deferred", "handler")
+
+    def __init__(self, handler: "Handler", deferred: "Optional[bool]", catch_all: bool) -> None:
+        self.handler = handler
+        self.deferred = deferred
+        self.catch_all = catch_all
 
 
 class Router:

@@ -10,7 +10,6 @@ import logging
 import os
 import threading
 import time
-from collections import namedtuple
 
 import dingtalk_crypto
 
@@ -36,12 +35,30 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
 logger = logging.getLogger("dingtalk_fc")
 
 
-class App(namedtuple("App", "settings platform callback dispatcher worker jobs records")):
+class App:
     """The built function for one FC ``platform`` (2.0 or 3.0): the HTTP ``callback``, the
     ``dispatcher`` every other way in uses (recovery, re-drive), the ``worker``, the ``jobs``
     sealer (what recovery journals events with) and where ``records`` go."""
 
-    __slots__ = ()
+    __slots__ = ("callback", "dispatcher", "jobs", "platform", "records", "settings", "worker")
+
+    def __init__(
+        self,
+        settings: Settings,
+        platform: str,
+        callback: Callback,
+        dispatcher: Dispatcher,
+        worker: Worker,
+        jobs: JobSealer,
+        records: RecordWriter,
+    ) -> None:
+        self.settings = settings
+        self.platform = platform
+        self.callback = callback
+        self.dispatcher = dispatcher
+        self.worker = worker
+        self.jobs = jobs
+        self.records = records
 
 
 class Runtime:
