@@ -8,7 +8,6 @@ delivery, :mod:`~dingtalk_fc.dispatch` runs or defers each event it carries (und
 """
 
 import json
-import logging
 import time
 from collections import namedtuple
 
@@ -18,7 +17,7 @@ from .errors import RequestRejected
 from .events import URL_CHECKS, Event, bounded_text
 from .once import Arrival
 from .outcome import ACKNOWLEDGED
-from .records import describe, elapsed_ms, record_of
+from .records import describe, elapsed_ms, log_failure, record_of
 from .synchttp import SYNC_HTTP_TYPES, item_events
 from .wire import parse_event
 
@@ -34,7 +33,6 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
 
     Results = List[Tuple[Dict[str, Any], Outcome]]
 
-logger = logging.getLogger("dingtalk_fc")
 
 PRODUCT_NAME = "dingtalk-fc-callback"
 ALLOWED_METHODS = "GET, HEAD, POST"  # the Allow header of a 405
@@ -44,7 +42,7 @@ SOURCE = "push"
 class CallbackRequest(namedtuple("CallbackRequest", "method query body request_id context")):
     """One delivery as an adapter hands it over: ``method`` (str), ``query`` (the raw query
     string, without "?"), ``body`` (bytes), ``request_id`` (str) and ``context`` (the platform's
-    invocation context, for the deferred deferral; may be None)."""
+    invocation context, for the deferral; may be None)."""
 
     __slots__ = ()
 
@@ -100,8 +98,8 @@ class Callback:
             response, results = self._respond(request, base)
         except RequestRejected as rejection:
             response, results = error_response(rejection.problem), [(base, outcome.refused(rejection))]
-        except Exception:
-            logger.exception("internal error (request %s)", request.request_id)
+        except Exception as error:
+            log_failure(f"internal error (request {request.request_id})", error)
             internal = RequestRejected(errors.INTERNAL_ERROR, outcome=outcome.FAILED)
             response, results = error_response(internal.problem), [(base, outcome.refused(internal))]
         latency_ms = elapsed_ms(started)

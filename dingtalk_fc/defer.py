@@ -7,13 +7,13 @@ deferral are in :mod:`dingtalk_fc.defer_fc2` (FC 2.0) and :mod:`dingtalk_fc.defe
 """
 
 import hashlib
-import logging
 
 from . import errors, outcome
 from .deadline import Deadline
 from .errors import RequestRejected
 from .jobs import MAX_JOB_BYTES
 from .once import duplicate, ran
+from .records import log_failure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
@@ -24,8 +24,6 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
     from .once import Arrival, Once, Ticket
     from .outcome import Outcome
     from .router import Route
-
-logger = logging.getLogger("dingtalk_fc")
 
 
 class DeferralFailed(Exception):
@@ -71,15 +69,16 @@ class Deferral:
         to a push's 1500 ms.
         """
         key = self._once.key(event)
+        job = self._jobs.seal(event.plaintext, arrival.source, arrival.request_id, arrival.fingerprint)
+        if len(job) > MAX_JOB_BYTES and arrival.source != "push":
+            # under a claim of its own, not the task id's: a queued job of the event must not adopt it
+            result = self._once.run(self._once.claim(key, arrival), event, route, arrival)
+            detail = f"ran here: its job of {len(job)} bytes is over FC's {MAX_JOB_BYTES}"
+            return outcome.Outcome(result.name, result.level, result.problem, detail, result.fields)
         task_id = task_id_for(key)
         ticket = self._once.claim(key, arrival, token=task_id)
         if ticket.done:
             return duplicate(ticket)
-        job = self._jobs.seal(event.plaintext, arrival.source, arrival.request_id, arrival.fingerprint)
-        if len(job) > MAX_JOB_BYTES and arrival.source != "push":
-            result = self._once.run(ticket, event, route, arrival)
-            detail = f"ran here: its job of {len(job)} bytes is over FC's {MAX_JOB_BYTES}"
-            return outcome.Outcome(result.name, result.level, result.problem, detail, result.fields)
         self._send(job, task_id, arrival, ticket)
         return ran(outcome.DEFERRED, ticket, {})
 
@@ -111,7 +110,7 @@ class Deferral:
             raise
         except Exception as error:
             if not isinstance(error, DeferralFailed):
-                logger.exception("deferral failed unexpectedly")
+                log_failure("deferral failed unexpectedly", error)
             self._release(ticket)
             detail = str(error)[:200] if isinstance(error, DeferralFailed) else type(error).__name__
             raise RequestRejected(errors.HANDOFF_FAILED, detail=detail, outcome=outcome.FAILED) from None

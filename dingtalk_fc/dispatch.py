@@ -2,13 +2,12 @@
 worker, whichever its route says; and the recorded form of that step for events that did not
 arrive as a push (recovery, re-drive)."""
 
-import logging
 import time
 
 from . import errors, outcome
 from .errors import RequestRejected
 from .events import bounded_text
-from .records import describe, elapsed_ms, record_of
+from .records import describe, elapsed_ms, log_failure, record_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
@@ -20,8 +19,6 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
     from .outcome import Outcome
     from .records import RecordWriter
     from .router import Router
-
-logger = logging.getLogger("dingtalk_fc")
 
 
 class Dispatcher:
@@ -47,8 +44,8 @@ class Dispatcher:
             return self.dispatch(event, arrival)
         except RequestRejected as rejection:
             return outcome.refused(rejection)
-        except Exception:
-            logger.exception("internal error (request %s)", arrival.request_id)
+        except Exception as error:
+            log_failure(f"internal error (request {arrival.request_id})", error)
             return outcome.refused(RequestRejected(errors.INTERNAL_ERROR, outcome=outcome.FAILED))
 
 
@@ -58,8 +55,8 @@ def guarded(step: "Callable[[], Outcome]", request_id: str) -> "Outcome":
         return step()
     except RequestRejected as rejection:
         return outcome.refused(rejection)
-    except Exception:
-        logger.exception("internal error (request %s)", request_id)
+    except Exception as error:
+        log_failure(f"internal error (request {request_id})", error)
         return outcome.refused(RequestRejected(errors.INTERNAL_ERROR, outcome=outcome.FAILED))
 
 

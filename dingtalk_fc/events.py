@@ -134,13 +134,24 @@ class Event:
         self._plaintext = plaintext
 
     @classmethod
-    def from_data(cls, data: "Dict[str, Any]") -> "Event":
+    def from_data(cls, data: "Dict[str, Any]", compact: bool = False) -> "Event":
         """An event that did not arrive as plaintext (a recovered item, a re-drive, a test).
 
         Its plaintext is its data in one canonical form: sorted keys, so the same data always
         gets the same key where neither ``eventId`` nor ``BizId`` gives one; ASCII, so data
         holding a lone surrogate (a JSON escape a push may carry too) still seals as a job.
+        ``compact``: UTF-8 where it can be (a Chinese character is 3 bytes, not the 6 of its
+        ``\\u`` escape), for events cut out of a delivery whose size was bounded as UTF-8 (the
+        items of a SyncHTTP batch): they must fit FC's asynchronous payload as their body did.
+        Raises :class:`RecursionError` for data nested deeper than ``json`` writes.
         """
+        if compact:
+            text = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+            try:
+                text.encode("utf-8")
+                return cls(data, text)
+            except UnicodeEncodeError:  # a lone surrogate: only the ASCII form seals
+                pass
         return cls(data, json.dumps(data, ensure_ascii=True, sort_keys=True, separators=(",", ":")))
 
     def __repr__(self) -> str:  # the plaintext stays out of reprs, and so out of tracebacks

@@ -6,14 +6,12 @@ Every way in (a push, recovery, a re-drive, the worker) goes through :meth:`Once
 not run under, and releases it with :meth:`Once.release` when the deferral fails.
 """
 
-import logging
-
 from . import errors, outcome
 from .deadline import Deadline
 from .dedup import CLAIMED, DONE, StoreFull, StoreUnavailable
 from .errors import RequestRejected
 from .events import bounded_text
-from .records import returned_fields
+from .records import log_failure, returned_fields
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
@@ -22,8 +20,6 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
     from .events import Event
     from .outcome import Outcome
     from .router import Route
-
-logger = logging.getLogger("dingtalk_fc")
 
 
 class Arrival:
@@ -99,8 +95,11 @@ class Once:
 
         ``adopt``: take over the claim a deferral left under ``token`` (the worker does). Raises
         :class:`RequestRejected`: 409 while another run holds it (so it stays retryable), 503
-        when the store is full or down and failing closed.
+        when the store is full or down and failing closed, or when the request has no time left
+        to ask it (an event is never run unclaimed for want of time: only for want of a store).
         """
+        if not arrival.deadline.remaining():  # spent before asking (a SyncHTTP batch's earlier items)
+            raise RequestRejected(errors.BUDGET_SPENT)
         try:
             claim = self.store.claim(key, lease_s or self.in_flight_s, token, adopt=adopt, deadline=arrival.deadline)
         except StoreFull as error:
@@ -123,13 +122,19 @@ class Once:
             return duplicate(ticket)
         try:
             returned = route.handler(event) if route is not None else None
-        except Exception as error:
-            logger.exception("handler for %s failed (event %s)", bounded_text(event.type), bounded_text(event.key))
+            if hasattr(returned, "__await__"):  # an async def: called, its body never ran
+                getattr(returned, "close", lambda: None)()  # no "never awaited" warning
+                raise TypeError("the handler returned a coroutine: handlers must be plain functions")
+        except KeyboardInterrupt:
+            self.release(ticket)
+            raise
+        except BaseException as error:  # SystemExit, a cancellation: a failure like any other
+            log_failure(f"handler for {bounded_text(event.type)} failed (event {bounded_text(event.key)})", error)
             release_warning = self.release(ticket)
             raise HandlerFailed(error, release_warning) from None
         # the handler ran: from here on nothing may turn this delivery into a failure
-        fields = returned_fields(returned, event.type) if returned is not None else {}
         complete_warning = self.complete(ticket, arrival)
+        fields = returned_fields(returned, event.type) if returned is not None else {}
         name = outcome.UNHANDLED if route is None or route.catch_all else outcome.HANDLED
         if complete_warning or ticket.warning or "handler_warning" in fields:
             if complete_warning:

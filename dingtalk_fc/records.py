@@ -58,6 +58,7 @@ RESERVED_FIELDS = frozenset(
 # as is the ``sealed_item`` of an item recovery rejected (bounded by MAX_SEALED_TEXT_BYTES), and
 # what a dead letter is grouped by (the deferral, FC's condition, attempts, the worker's request).
 ESSENTIAL_FIELDS = (
+    *("sync_item", "errmsg", "error_type", "corp_id", "store_warning", "latency_ms"),
     *("request_id", "stage", "source", "event_type", "event_id", "outcome", "status", "level"),
     *("errcode", "detail", "job", "sealed_item"),
     *("deferred_by", "condition", "attempts", "worker_request_id"),
@@ -76,14 +77,29 @@ def returned_fields(returned: "Any", event_type: str) -> "Dict[str, Any]":
         return _warned({}, f"returned {type(returned).__name__}, not a mapping: ignored", event_type)
     fields: Dict[str, Any] = {}
     ignored: List[str] = []
+    unencodable: List[str] = []
     for key, value in returned.items():
         if not isinstance(key, str) or key in RESERVED_FIELDS:
             ignored.append(str(key)[:40])
             continue
-        fields[key[:64]] = _bounded_value(value)
+        try:
+            fields[key[:64]] = _bounded_value(value)
+        except (TypeError, ValueError, RecursionError):  # a tuple key, a cycle: the record must still be written
+            unencodable.append(key[:40])
     if ignored:
         _warned(fields, "reserved fields ignored: " + ", ".join(sorted(ignored)[:10]), event_type)
+    if unencodable:
+        _warned(fields, "fields not JSON, ignored: " + ", ".join(sorted(unencodable)[:10]), event_type)
     return fields
+
+
+def log_failure(message: str, error: BaseException) -> None:
+    """Log a failure with its type and where it happened, never its message: an exception's text
+    may quote event data (``int('<a field>')``), and stderr goes to the Logstore too."""
+    import traceback  # at a failure only: kept off the cold start
+
+    frames = "".join(traceback.format_tb(error.__traceback__)).rstrip()
+    logger.error("%s: %s\nTraceback (most recent call last):\n%s", message, type(error).__name__, frames)
 
 
 def elapsed_ms(started: float) -> float:

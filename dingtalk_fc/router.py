@@ -20,6 +20,17 @@ class Route:
         self.catch_all = catch_all
 
 
+CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect (cold start)
+
+
+def _check_plain(handler: "Any") -> None:
+    """Refuse an ``async def`` at registration: calling one only makes a coroutine, and the event
+    would be acknowledged with its body never run."""
+    if getattr(getattr(handler, "__code__", None), "co_flags", 0) & CO_COROUTINE:
+        name = getattr(handler, "__name__", "handler")
+        raise ValueError(f"{name} is async: handlers are plain functions (defer slow ones: deferred=True)")
+
+
 class Router:
     """Maps EventType to a handler.
 
@@ -45,6 +56,7 @@ class Router:
             raise ValueError(", ".join(sorted(answered_built_in)) + ": answered by the function itself")
 
         def register(handler: "Handler") -> "Handler":
+            _check_plain(handler)
             for event_type in event_types:
                 if event_type in self._routes:
                     raise ValueError(f"{event_type} already has a handler")
@@ -55,7 +67,8 @@ class Router:
 
     def catch_all(self, handler: "Handler") -> "Handler":
         """Register the handler for every EventType nobody else handles (outcome ``unhandled``)."""
-        self._catch_all = Route(handler, deferred=False, catch_all=True)
+        _check_plain(handler)
+        self._catch_all = Route(handler, deferred=None, catch_all=True)  # DINGTALK_DEFER_ALL defers it too
         return handler
 
     @property

@@ -73,7 +73,10 @@ def _item_event(item: "Any") -> Event:
     if isinstance(corp_id, str) and not any(spelling in fields for spelling in ("CorpId", "corpId")):
         fields["CorpId"] = corp_id
     fields[ITEM_FIELD] = {field: item[field] for field in ROW_FIELDS if field in item}
-    return Event.from_data(fields)
+    try:
+        return Event.from_data(fields, compact=True)
+    except RecursionError:  # parsed at json's limit, too deep to write again
+        raise RequestRejected(errors.JSON_TOO_DEEP) from None
 
 
 def _event_type(biz_data: "Dict[str, Any]", biz_type: "Any") -> str:

@@ -7,7 +7,6 @@ worker's instances are replaced independently during a rotation); a forged one e
 letters is harmless.
 """
 
-import logging
 import time
 
 from . import errors, outcome
@@ -17,7 +16,7 @@ from .defer import task_id_for
 from .errors import RequestRejected
 from .events import Event, bounded_text
 from .once import Arrival
-from .records import describe, elapsed_ms, record_of
+from .records import describe, elapsed_ms, log_failure, record_of
 from .wire import parse_event
 
 TYPE_CHECKING = False
@@ -30,7 +29,6 @@ if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold s
     from .records import RecordWriter
     from .router import Router
 
-logger = logging.getLogger("dingtalk_fc")
 
 STAGE = "worker"
 
@@ -63,8 +61,8 @@ class Worker:
             result = outcome.refused(rejection).as_error()
             self._write(record, result, started)
             raise
-        except Exception:
-            logger.exception("worker failed (request %s)", request_id)
+        except Exception as error:
+            log_failure(f"worker failed (request {request_id})", error)
             result = outcome.refused(RequestRejected(errors.INTERNAL_ERROR, outcome=outcome.FAILED))
             self._write(record, result, started)
             raise

@@ -17,7 +17,7 @@ from dingtalk_fc import dead_letter, errors, failed_items, recovery
 from dingtalk_fc.config import ConfigError
 from dingtalk_fc.context import FC2
 from dingtalk_fc.deadline import Deadline
-from dingtalk_fc.defer import Deferrer
+from dingtalk_fc.defer import DeferralFailed, Deferrer
 from dingtalk_fc.dingtalk_api import ApiError
 from dingtalk_fc.errors import RequestRejected
 from dingtalk_fc.jobs import REJECTED_ITEM
@@ -43,9 +43,10 @@ def _environment() -> Dict[str, str]:
 
 
 class InlineDeferrer(Deferrer):
-    """Runs each deferral's job through the worker entrypoint before ``hand_off`` returns and
-    keeps its outcome (``failed`` if it raised; the worker's record says why): a thread would
-    die with the command, and its outcome would go unreported."""
+    """Runs each deferral's job through the worker entrypoint before ``defer`` returns and keeps
+    its outcome (a thread would die with the command, and its outcome would go unreported). A run
+    that raised is a failed deferral: nothing here retries it as FC would, so the command must
+    count it failed (its journal line re-drives it), never deferred."""
 
     def __init__(self, run_worker: Callable[[bytes, str, Any], str]) -> None:
         self._run_worker = run_worker
@@ -54,8 +55,9 @@ class InlineDeferrer(Deferrer):
     def defer(self, task_id: str, payload: bytes, context: Any, deadline: Deadline) -> None:
         try:
             outcome = self._run_worker(payload, "local-" + task_id, context)
-        except Exception:
-            outcome = "failed"
+        except Exception as error:
+            self._outcomes.append("failed")
+            raise DeferralFailed(f"the worker run here failed: {type(error).__name__}") from None
         self._outcomes.append(outcome)
 
     def take(self) -> List[str]:

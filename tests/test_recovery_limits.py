@@ -6,7 +6,7 @@ import time
 
 import pytest
 import test_recovery
-from conftest import APP_SECRET, STUB_CREDENTIALS
+from conftest import APP_SECRET, STUB_CREDENTIALS, TEST_ENV
 from stubs.dingtalk_api import DingTalkApiStub, v1_item
 from stubs.fc2_api import FcApiStub
 from stubs.fc3_api import Fc3ApiStub
@@ -172,3 +172,61 @@ def test_a_failed_list_answer_nested_too_deeply_stops_the_run_as_unavailable(mak
         dingtalk.close()
     assert (summary["stopped"], summary["level"]) == ("unavailable", "warning")
     assert summary["detail"] == "HTTP 200, not a JSON object"
+
+
+def test_a_large_recovered_event_run_in_the_recovery_cannot_be_adopted_by_a_queued_worker_job(with_worker):
+    """A recovered event too large for FC runs in the recovery "under the same claim" the
+    hand-off would have used, whose token is the FC task id: exactly the token the worker
+    adopts. A job of the same event that FC still holds (the push's hand-off that timed out
+    but was queued, or FC's retry after a failed worker attempt) adopts the recovery's live
+    claim and runs the handler beside it: twice."""
+    import index
+
+    big = large_event(1, 97)
+    state = {}
+
+    def queued_job_runs_meanwhile(received, calls):
+        if calls == 1:  # while the recovery runs it, FC delivers the queued job to a worker
+            try:
+                state["worker"] = index.worker(state["job"], FakeFcContext(request_id="w-1", function="worker"))
+            except Exception as raised:
+                state["worker"] = getattr(raised, "outcome", type(raised).__name__)
+
+    handler = Handler(queued_job_runs_meanwhile)
+    harness, dingtalk, _fc = with_worker(handler, DINGTALK_MAX_BODY_BYTES=MAX_DEFERRABLE_BODY)
+    state["job"] = harness.seal_job(json.dumps(big), "push", "push-request")
+    dingtalk.add(v1_item(big))
+    recovery.recover(harness.runtime, "run-1", context())
+    assert state["worker"] == "in_flight", "the worker adopted the claim of a run in progress"
+    assert handler.completed == {"ev-1": 1}
+
+
+def test_the_cli_recover_does_not_report_a_failed_event_as_retried_on_a_worker(cli):
+    """``python -m dingtalk_fc_dev recover`` deletes the items it pulls. An inline handler that
+    fails is "requeued" to the CLI's InlineWorker, whose hand_off swallows the worker's failure,
+    so the summary on stdout says ``retried_on_worker: 1, failed: 0``: nothing will retry it, no
+    dead letter is written, and the only copy of the event is the journal line on stderr (which
+    the documented command line does not keep)."""
+    stub = DingTalkApiStub(TEST_ENV["DINGTALK_APP_KEY"], APP_SECRET)
+    try:
+        router = Router()
+
+        @router.on("user_add_org")
+        def handler(received):
+            raise RuntimeError("back end down")
+
+        stub.add(v1_item(event(1)))
+        status, out = cli(
+            router,
+            "recover",
+            DINGTALK_APP_SECRET=APP_SECRET,
+            DINGTALK_API_BASE=stub.base,
+            DINGTALK_OAPI_BASE=stub.base,
+            DINGTALK_RECOVERY_API="v1",
+        )
+    finally:
+        stub.close()
+    report = json.loads(out)
+    assert status == 1
+    assert stub.failed == []  # DingTalk's copy is gone
+    assert (report["retried_on_worker"], report["failed"]) == (0, 1), report
