@@ -22,12 +22,12 @@ API generation returned it — but not the key its push had, whose digest covere
 bytes.
 """
 
-import json
 import re
 
 from . import errors
 from .errors import RequestRejected
 from .events import URL_CHECKS, Event
+from .wire import parse_json_object, shape_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
@@ -53,31 +53,15 @@ def _tag(item: "Dict[str, Any]") -> str:
         if tag is not None:
             break
     if not isinstance(tag, str) or not TAG_PATTERN.match(tag) or tag in URL_CHECKS:
-        raise RequestRejected(UNKNOWN_TAG, detail="tag " + _shape(tag))
+        raise RequestRejected(UNKNOWN_TAG, detail="tag " + shape_of(tag))
     return tag
-
-
-def _shape(value: "Any") -> str:
-    """What a value looks like, without its content (which may be personal data)."""
-    if isinstance(value, str):
-        return f"str of {len(value)} chars"
-    return type(value).__name__
 
 
 def _decode(raw: "Any", max_bytes: int) -> "Dict[str, Any]":
     """The event fields from an object or a JSON string, within ``max_bytes``."""
-    if isinstance(raw, str):
-        if len(raw.encode("utf-8", "surrogatepass")) > max_bytes:
-            raise RequestRejected(errors.BODY_TOO_LARGE, detail=f"data of {len(raw)} chars")
-        try:
-            raw = json.loads(raw)
-        except RecursionError:
-            raise RequestRejected(errors.JSON_TOO_DEEP) from None
-        except ValueError:
-            raise RequestRejected(errors.PLAINTEXT_NOT_OBJECT, detail="data is not JSON") from None
-    if not isinstance(raw, dict):
-        raise RequestRejected(errors.PLAINTEXT_NOT_OBJECT, detail="data is " + _shape(raw))
-    return raw
+    if isinstance(raw, str) and len(raw.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise RequestRejected(errors.BODY_TOO_LARGE, detail=f"data of {len(raw)} chars")
+    return parse_json_object(raw, "data")
 
 
 def _fields(item: "Dict[str, Any]", tag: str, max_bytes: int) -> "Dict[str, Any]":
@@ -120,7 +104,7 @@ def event_from_item(item: "Any", max_bytes: int) -> Event:
     """The :class:`Event` for one failed-list item; raises :class:`RequestRejected` (with the
     push's errcodes) for an item that is not one, never for a tag nobody handles."""
     if not isinstance(item, dict):
-        raise RequestRejected(errors.PLAINTEXT_NOT_OBJECT, detail="item is " + _shape(item))
+        raise RequestRejected(errors.PLAINTEXT_NOT_OBJECT, detail="item is " + shape_of(item))
     tag = _tag(item)
     data = dict(_fields(item, tag, max_bytes))
     own_type = data.get("EventType")

@@ -18,12 +18,12 @@ unique index) and its state (``gmt_modified``, ``biz_data``), not the delivery's
 suite ticket is not.
 """
 
-import json
 import re
 
 from . import errors
 from .errors import RequestRejected
 from .events import URL_CHECKS, Event
+from .wire import parse_json_object
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
@@ -56,16 +56,7 @@ def item_events(data: "Dict[str, Any]") -> "List[Union[Event, RequestRejected]]"
 def _item_event(item: "Any") -> Event:
     if not isinstance(item, dict):
         raise RequestRejected(errors.PLAINTEXT_NOT_OBJECT, detail="SyncHTTP item is not an object")
-    biz_data = item.get("biz_data")
-    if isinstance(biz_data, str):
-        try:
-            biz_data = json.loads(biz_data)
-        except RecursionError:
-            raise RequestRejected(errors.JSON_TOO_DEEP) from None
-        except ValueError:
-            raise RequestRejected(errors.PLAINTEXT_NOT_OBJECT, detail="SyncHTTP biz_data is not JSON") from None
-    if not isinstance(biz_data, dict):
-        raise RequestRejected(errors.PLAINTEXT_NOT_OBJECT, detail="SyncHTTP biz_data is not an object")
+    biz_data = parse_json_object(item.get("biz_data"), "SyncHTTP biz_data")
     event_type = _event_type(biz_data, item.get("biz_type"))
     fields = dict(biz_data)
     fields["EventType"] = event_type

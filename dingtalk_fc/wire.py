@@ -98,6 +98,29 @@ def parse_object(text: str, not_object: Problem, field: str, missing: Problem) -
     return data
 
 
+def shape_of(value: "Any") -> str:
+    """What a value looks like, without its content (which may be personal data)."""
+    if isinstance(value, str):
+        return f"str of {len(value)} chars"
+    return type(value).__name__
+
+
+def parse_json_object(value: "Any", what: str) -> "Dict[str, Any]":
+    """``value`` as a JSON object: one already, or its JSON text; refused as a plaintext is (too
+    deep 900115, not an object 900112, with a ``detail`` naming ``what`` and its shape only).
+    For events carried inside another document: failed-list items, SyncHTTP items."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except RecursionError:
+            raise RequestRejected(errors.JSON_TOO_DEEP) from None
+        except ValueError:
+            raise RequestRejected(errors.PLAINTEXT_NOT_OBJECT, detail=what + " is not JSON") from None
+    if not isinstance(value, dict):
+        raise RequestRejected(errors.PLAINTEXT_NOT_OBJECT, detail=f"{what} is {shape_of(value)}")
+    return value
+
+
 def parse_encrypt(body: bytes) -> str:
     try:
         text = body.decode("utf-8")
