@@ -14,6 +14,8 @@ CHECK_URL = "check_url"
 # event; only an older ISV demo encrypted the plaintext's ``Random`` instead.
 SUITE_URL_CHECKS = ("check_create_suite_url", "check_update_suite_url")
 URL_CHECKS = (CHECK_URL, *SUITE_URL_CHECKS)
+# A third-party app's SyncHTTP delivery: an envelope of several events (see dingtalk_fc.synchttp).
+SYNC_HTTP_TYPES = ("SYNC_HTTP_PUSH_HIGH", "SYNC_HTTP_PUSH_MEDIUM")
 
 # Record field -> the spellings DingTalk has used for it across event families, eras and the
 # failed lists (../shared/reference/dingtalk-payloads.md §10): capitalised legacy pushes, camelCase

@@ -23,7 +23,6 @@ from .jobs import JobSealer
 from .once import Once
 from .records import RecordWriter
 from .wire import Wire
-from .worker import Worker
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs cold start
@@ -37,10 +36,11 @@ logger = logging.getLogger("dingtalk_fc")
 
 class App:
     """The built function for one FC ``platform`` (2.0 or 3.0): the HTTP ``callback``, the
-    ``dispatcher`` every other way in uses (recovery, re-drive), the ``worker``, the ``jobs``
-    sealer (what recovery journals events with) and where ``records`` go."""
+    ``dispatcher`` every other way in uses (recovery, re-drive), the ``jobs`` sealer (what
+    recovery journals events with) and where ``records`` go. The worker is built by
+    :meth:`Runtime.run_worker`, for the worker function only: the callback's cold start skips it."""
 
-    __slots__ = ("callback", "dispatcher", "jobs", "platform", "records", "settings", "worker")
+    __slots__ = ("callback", "dispatcher", "jobs", "once", "platform", "records", "settings")
 
     def __init__(
         self,
@@ -48,7 +48,7 @@ class App:
         platform: str,
         callback: Callback,
         dispatcher: Dispatcher,
-        worker: Worker,
+        once: Once,
         jobs: JobSealer,
         records: RecordWriter,
     ) -> None:
@@ -56,7 +56,7 @@ class App:
         self.platform = platform
         self.callback = callback
         self.dispatcher = dispatcher
-        self.worker = worker
+        self.once = once
         self.jobs = jobs
         self.records = records
 
@@ -82,6 +82,7 @@ class Runtime:
         self._shared: Any = None  # (once, jobs, wire), built with the settings
         self._apps: Dict[str, App] = {}  # by the platform resolved
         self._loaded: Dict[Optional[str], App] = {}  # by the platform an entry point asked for
+        self._workers: Dict[str, Any] = {}  # by platform, built at the first job
         self._error: Optional[ConfigError] = None
         self._lock = threading.Lock()
 
@@ -133,10 +134,21 @@ class Runtime:
         self._loaded[platform] = app
         return app
 
-    def run_worker(self, payload: bytes, request_id: str, context: "Any" = None) -> str:
+    def run_worker(
+        self, payload: bytes, request_id: str, context: "Any" = None, max_age_s: "Optional[float]" = None
+    ) -> str:
         """What ``index.worker`` does with a job: run it, return its outcome, or raise (FC then
-        retries it, and dead-letters it after the last retry)."""
-        return self.load(platform_of(context)).worker.run(payload, request_id, context).name
+        retries it, and dead-letters it after the last retry). ``max_age_s``: see
+        :meth:`dingtalk_fc.worker.Worker.run` (a re-drive may accept an older job)."""
+        app = self.load(platform_of(context))
+        worker = self._workers.get(app.platform)
+        if worker is None:
+            from .worker import Worker  # the worker function's only: off the callback's cold start
+
+            worker = self._workers[app.platform] = Worker(
+                app.jobs, app.once, self.router, self.records, app.settings.request_budget_ms / 1000
+            )
+        return worker.run(payload, request_id, context, max_age_s).name
 
     def _load_settings(self) -> Settings:
         if self._settings is not None:
@@ -195,8 +207,7 @@ class Runtime:
             settings.defer_all,
         )
         callback = Callback(wire, dispatcher, self.records, budget_s)
-        worker = Worker(jobs, once, self.router, self.records, budget_s)
-        return App(settings, platform, callback, dispatcher, worker, jobs, self.records)
+        return App(settings, platform, callback, dispatcher, once, jobs, self.records)
 
     def _deferrer_for(self, settings: Settings, platform: str) -> "Optional[Deferrer]":
         if self._deferrer is not None:

@@ -29,7 +29,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
     from typing import Any, Dict, List, Union
 
-SYNC_HTTP_TYPES = ("SYNC_HTTP_PUSH_HIGH", "SYNC_HTTP_PUSH_MEDIUM")
 ITEMS_FIELD = "bizData"
 ITEM_FIELD = "syncHttp"  # where event.data keeps the item's row fields
 # The row fields that identify an item's state; ``id``, ``open_cursor`` and ``status`` are left out.

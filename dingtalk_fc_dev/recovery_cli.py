@@ -204,7 +204,7 @@ def cmd_redrive(args: argparse.Namespace, out: TextIO) -> int:
     for number, kind, value in entries:
         request_id = f"redrive-{number}-{uuid.uuid4().hex[:8]}"
         try:
-            outcome = _redrive_one(app, worker, kind, value, request_id, context, max_age_s)
+            outcome = _redrive_one(runtime, app, worker, kind, value, request_id, context, max_age_s)
         except RequestRejected as rejection:  # a handler that failed is "failed", a refused entry "rejected"
             outcome = rejection.outcome if rejection.outcome in ("failed", "in_flight") else "rejected"
             detail = f" ({rejection.detail})" if rejection.detail else ""
@@ -220,12 +220,19 @@ def cmd_redrive(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _redrive_one(
-    app: Any, worker: InlineDeferrer, kind: str, value: Any, request_id: str, context: Any, max_age_s: Any
+    runtime: Runtime,
+    app: Any,
+    worker: InlineDeferrer,
+    kind: str,
+    value: Any,
+    request_id: str,
+    context: Any,
+    max_age_s: Any,
 ) -> str:
     """Run one entry; its outcome. Raises for a job the worker refused (RequestRejected for an
     item that is not one)."""
     if kind == "job":
-        return app.worker.run(value, request_id, context, max_age_s=max_age_s).name
+        return runtime.run_worker(value, request_id, context, max_age_s=max_age_s)
     if kind == "sealed_item":  # a failed-list item recovery rejected: parsed again now
         item = json.loads(app.jobs.open(value, max_age_s or app.settings.dedup_ttl_s, REJECTED_ITEM).plaintext)
     else:
