@@ -364,30 +364,28 @@ class EchoingDingTalkApi(DingTalkApiStub):
         return super().handle(method, target, headers, body)
 
 
-@pytest.mark.parametrize("at", [0, 150, 190, 199])
-def test_a_secret_dingtalk_echoes_leaves_no_byte_in_the_summary(make_harness, at):
-    stub = EchoingDingTalkApi(at, APP_KEY, APP_SECRET)
+def recover_once(make_harness, api):
+    """One recovery run over the v1 API served by ``api`` (a DingTalk API stub, closed after it), with
+    no handler: its summary."""
     try:
         harness = make_harness(
-            Router(), DINGTALK_APP_SECRET=APP_SECRET, DINGTALK_API_BASE=stub.base, DINGTALK_RECOVERY_API="v1"
+            Router(), DINGTALK_APP_SECRET=APP_SECRET, DINGTALK_API_BASE=api.base, DINGTALK_RECOVERY_API="v1"
         )
-        summary = recovery.recover(harness.runtime, "run-1", context())
+        return recovery.recover(harness.runtime, "run-1", context())
     finally:
-        stub.close()
+        api.close()
+
+
+@pytest.mark.parametrize("at", [0, 150, 190, 199])
+def test_a_secret_dingtalk_echoes_leaves_no_byte_in_the_summary(make_harness, at):
+    summary = recover_once(make_harness, EchoingDingTalkApi(at, APP_KEY, APP_SECRET))
     assert summary["stopped"] == "credentials_rejected"
     assert summary["detail"].startswith("HTTP 400 invalidClientSecret: ")
     assert not any(APP_SECRET[:n] in summary["detail"] for n in range(3, len(APP_SECRET) + 1))
 
 
 def test_a_secret_dingtalk_echoes_in_its_error_code_is_blanked_too(make_harness):
-    stub = EchoingDingTalkApi(0, APP_KEY, APP_SECRET, code="bad." + APP_SECRET)
-    try:
-        harness = make_harness(
-            Router(), DINGTALK_APP_SECRET=APP_SECRET, DINGTALK_API_BASE=stub.base, DINGTALK_RECOVERY_API="v1"
-        )
-        summary = recovery.recover(harness.runtime, "run-1", context())
-    finally:
-        stub.close()
+    summary = recover_once(make_harness, EchoingDingTalkApi(0, APP_KEY, APP_SECRET, code="bad." + APP_SECRET))
     assert (summary["stopped"], summary["api_code"]) == ("credentials_rejected", "bad.***")
     assert APP_SECRET[:6] not in json.dumps(summary)
 

@@ -162,14 +162,7 @@ class NestingDingTalkApi(DingTalkApiStub):
 
 
 def test_a_failed_list_answer_nested_too_deeply_stops_the_run_as_unavailable(make_harness):
-    dingtalk = NestingDingTalkApi(test_recovery.APP_KEY, APP_SECRET)
-    try:
-        harness = make_harness(
-            Router(), DINGTALK_APP_SECRET=APP_SECRET, DINGTALK_API_BASE=dingtalk.base, DINGTALK_RECOVERY_API="v1"
-        )
-        summary = recovery.recover(harness.runtime, "run-1", context())
-    finally:
-        dingtalk.close()
+    summary = test_recovery.recover_once(make_harness, NestingDingTalkApi(test_recovery.APP_KEY, APP_SECRET))
     assert (summary["stopped"], summary["level"]) == ("unavailable", "warning")
     assert summary["detail"] == "HTTP 200, not a JSON object"
 

@@ -25,11 +25,12 @@ import json
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Dict, List, Optional
 from urllib.parse import parse_qsl, urlsplit
 
 from conftest import ACCESS_TOKEN_MARKER as TOKEN_MARKER  # in every token issued: the leak scan looks for it
+from stubs.loopback import LoopbackServer
 
 LEGACY_PAGE_SIZE = 200  # documented maximum per call of get_call_back_failed_result
 V1_PAGE_SIZE = 100  # the SDK's model says at most 200; a smaller size exercises the paging
@@ -83,7 +84,7 @@ def legacy_item(data: Dict[str, Any], shape: str = "flat", tag: Optional[str] = 
     return item
 
 
-class DingTalkApiStub:
+class DingTalkApiStub(LoopbackServer):
     def __init__(self, app_key: str, app_secret: str, expires_in: int = 7200, clear_on_read: bool = True) -> None:
         self.app_key = app_key
         self.app_secret = app_secret
@@ -128,13 +129,8 @@ class DingTalkApiStub:
 
             do_GET = do_POST = _answer
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
+        self.base = self.endpoint
 
     def add(self, *items: Dict[str, Any]) -> None:
         with self.lock:

@@ -9,8 +9,10 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Dict, List, Optional
+
+from stubs.loopback import LoopbackServer
 
 # FC's answer to an async task id submitted again: 409 (FC's "task deduplication" guide) with
 # this code, the one FC 2.0's API returns (see docs/deferral.md for where it is documented).
@@ -37,7 +39,7 @@ def fc_signature(secret: str, method: str, path: str, headers: Dict[str, str]) -
     return base64.b64encode(digest).decode()
 
 
-class FcApiStub:
+class FcApiStub(LoopbackServer):
     """``credentials`` maps access key id to (secret, security token); ``port`` 0 picks one."""
 
     def __init__(
@@ -80,13 +82,7 @@ class FcApiStub:
                         time.sleep(stub.trickle_s)
                     self.wfile.write(payload[offset : offset + 1])
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler, port)
 
     # FC's error body: the SDK reads ErrorCode / ErrorMessage, FC's error-code page shows
     # errorCode / errorMessage; either may come back.

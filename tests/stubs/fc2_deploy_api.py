@@ -16,11 +16,12 @@ import os
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
 from stubs.fc2_api import fc_signature
+from stubs.loopback import LoopbackServer
 
 PREFIX = "/2016-08-15"
 SERVICE = r"/services/(?P<service>[^/.]+)(?:\.(?P<qualifier>[^/]+))?"
@@ -58,7 +59,7 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class FcDeployApi:
+class FcDeployApi(LoopbackServer):
     """``credentials``: access key id -> secret; ``state_dir`` keeps state and zips between runs."""
 
     def __init__(
@@ -106,13 +107,10 @@ class FcDeployApi:
 
             do_GET = do_POST = do_PUT = do_DELETE = handle_any
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.serve(Handler, port)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().close()
         with open(os.path.join(self.state_dir, "state.json"), "w", encoding="utf-8") as out:
             json.dump(self.state, out, indent=1)
 
