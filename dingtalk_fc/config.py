@@ -233,3 +233,82 @@ def _check_relations(settings: Settings) -> None:
             "DINGTALK_MAX_BODY_BYTES",
             f"must be at most {MAX_DEFERRABLE_BODY_BYTES} with a worker (FC's asynchronous payload limit)",
         )
+
+
+# The least budget that pulls a page: the first page's reserve and one API call (5 s by default).
+# Less would never pull one, run after run, so it is refused when the run starts.
+MIN_BUDGET_S = 10
+
+
+class RecoverySettings:
+    """What a recovery run needs beyond the callback's settings; see :func:`load_recovery_settings`.
+    Slots, not a namedtuple: this module is on the callback's cold start (see
+    :class:`dingtalk_fc.errors.Problem`)."""
+
+    __slots__ = (
+        "api_base",
+        "api_timeout_s",
+        "app_key",
+        "app_secret",
+        "budget_s",
+        "generation",
+        "lookback_s",
+        "max_pages",
+        "oapi_base",
+    )
+
+    def __init__(
+        self,
+        *,
+        app_key: str,
+        app_secret: str,
+        generation: str,
+        api_base: str,
+        oapi_base: str,
+        api_timeout_s: float,
+        budget_s: int,
+        max_pages: int,
+        lookback_s: int,
+    ) -> None:
+        self.app_key = app_key
+        self.app_secret = app_secret
+        self.generation = generation
+        self.api_base = api_base
+        self.oapi_base = oapi_base
+        self.api_timeout_s = api_timeout_s
+        self.budget_s = budget_s
+        self.max_pages = max_pages
+        self.lookback_s = lookback_s
+
+
+def load_recovery_settings(environ: "Mapping[str, str]") -> RecoverySettings:
+    """Validated when a recovery runs (the callback never needs the app secret), by the same
+    rules as :func:`load_settings`."""
+    # legacy by default: DingTalk documents get_call_back_failed_result as the failed list of
+    # event subscriptions; v1 failedResults appears only in the generated SDKs
+    from . import dingtalk_api  # recovery only: its urllib is kept off the callback's cold start
+
+    generation = (_optional(environ, "DINGTALK_RECOVERY_API") or dingtalk_api.LEGACY).lower()
+    if generation not in dingtalk_api.GENERATIONS:
+        raise ConfigError("DINGTALK_RECOVERY_API", "must be " + " or ".join(dingtalk_api.GENERATIONS))
+    bases = {}
+    for name, default in (
+        ("DINGTALK_API_BASE", dingtalk_api.DEFAULT_API_BASE),
+        ("DINGTALK_OAPI_BASE", dingtalk_api.DEFAULT_OAPI_BASE),
+    ):
+        bases[name] = _optional(environ, name) or default
+        if not bases[name].startswith(("https://", "http://")):
+            raise ConfigError(name, "must start with https:// or http://")
+    return RecoverySettings(
+        app_key=_optional(environ, "DINGTALK_RECOVERY_APP_KEY") or _required(environ, "DINGTALK_APP_KEY"),
+        app_secret=_required(environ, "DINGTALK_APP_SECRET"),
+        generation=generation,
+        api_base=bases["DINGTALK_API_BASE"],
+        oapi_base=bases["DINGTALK_OAPI_BASE"],
+        api_timeout_s=_integer(environ, "DINGTALK_API_TIMEOUT_MS", 5000, minimum=100) / 1000,
+        budget_s=_integer(environ, "DINGTALK_RECOVERY_BUDGET_SECONDS", 240, minimum=MIN_BUDGET_S),
+        max_pages=_integer(environ, "DINGTALK_RECOVERY_MAX_PAGES", 50, minimum=1),
+        # a v1 list that keeps what it returns is paged by time over what de-duplication still
+        # remembers: an item seen again later finds its record and cannot run twice
+        lookback_s=max(60, _integer(environ, "DINGTALK_DEDUP_TTL_SECONDS", 24 * 3600, minimum=1) - 60),
+    )

@@ -16,10 +16,9 @@ import json
 import logging
 import time
 import weakref
-from collections import namedtuple
 
 from . import dingtalk_api, errors, outcome
-from .config import ConfigError, _integer, _optional, _required
+from .config import MIN_BUDGET_S, ConfigError, RecoverySettings, load_recovery_settings
 from .context import function_timeout_of, platform_of
 from .deadline import Deadline
 from .dispatch import recorded
@@ -31,7 +30,7 @@ from .records import elapsed_ms
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
     from .events import Event
     from .outcome import Outcome
@@ -45,9 +44,6 @@ SOURCE = "recovery"
 TIMEOUT_MARGIN_S = 20
 # Time held back for running a page before the first page has shown how long one takes.
 MIN_PAGE_RESERVE_S = 5.0
-# The least budget that pulls a page: the first page's reserve and one API call (5 s by default).
-# Less would never pull one, run after run, so it is refused when the run starts.
-MIN_BUDGET_S = 10
 OUTCOME_COUNTERS = {
     "handled": "handled",
     "unhandled": "handled",
@@ -56,57 +52,6 @@ OUTCOME_COUNTERS = {
     "in_flight": "in_flight",
     "dedup_unavailable": "handled",  # the store was down, the handler ran (failing open)
 }  # anything else (failed, a store refusal) counts as failed
-
-
-class RecoverySettings(
-    namedtuple(
-        "RecoverySettings",
-        [
-            "app_key",
-            "app_secret",
-            "generation",
-            "api_base",
-            "oapi_base",
-            "api_timeout_s",
-            "budget_s",
-            "max_pages",
-            "lookback_s",
-        ],
-    )
-):
-    """What a recovery run needs beyond the callback's settings; see :func:`load_recovery_settings`."""
-
-    __slots__ = ()
-
-
-def load_recovery_settings(environ: "Mapping[str, str]") -> RecoverySettings:
-    """Validated when a recovery runs (the callback never needs the app secret)."""
-    # legacy by default: DingTalk documents get_call_back_failed_result as the failed list of
-    # event subscriptions; v1 failedResults appears only in the generated SDKs
-    generation = (_optional(environ, "DINGTALK_RECOVERY_API") or dingtalk_api.LEGACY).lower()
-    if generation not in dingtalk_api.GENERATIONS:
-        raise ConfigError("DINGTALK_RECOVERY_API", "must be " + " or ".join(dingtalk_api.GENERATIONS))
-    bases = {}
-    for name, default in (
-        ("DINGTALK_API_BASE", dingtalk_api.DEFAULT_API_BASE),
-        ("DINGTALK_OAPI_BASE", dingtalk_api.DEFAULT_OAPI_BASE),
-    ):
-        bases[name] = _optional(environ, name) or default
-        if not bases[name].startswith(("https://", "http://")):
-            raise ConfigError(name, "must start with https:// or http://")
-    return RecoverySettings(
-        app_key=_optional(environ, "DINGTALK_RECOVERY_APP_KEY") or _required(environ, "DINGTALK_APP_KEY"),
-        app_secret=_required(environ, "DINGTALK_APP_SECRET"),
-        generation=generation,
-        api_base=bases["DINGTALK_API_BASE"],
-        oapi_base=bases["DINGTALK_OAPI_BASE"],
-        api_timeout_s=_integer(environ, "DINGTALK_API_TIMEOUT_MS", 5000, minimum=100) / 1000,
-        budget_s=_integer(environ, "DINGTALK_RECOVERY_BUDGET_SECONDS", 240, minimum=MIN_BUDGET_S),
-        max_pages=_integer(environ, "DINGTALK_RECOVERY_MAX_PAGES", 50, minimum=1),
-        # a v1 list that keeps what it returns is paged by time over what de-duplication still
-        # remembers: an item seen again later finds its record and cannot run twice
-        lookback_s=max(60, _integer(environ, "DINGTALK_DEDUP_TTL_SECONDS", 24 * 3600, minimum=1) - 60),
-    )
 
 
 def api_for(settings: RecoverySettings) -> dingtalk_api.DingTalkApi:

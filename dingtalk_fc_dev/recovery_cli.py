@@ -13,7 +13,7 @@ import sys
 import uuid
 from typing import Any, Callable, Dict, Iterator, List, Set, TextIO, Tuple
 
-from dingtalk_fc import dead_letter, errors, failed_items, recovery
+from dingtalk_fc import config, dead_letter, errors, failed_items, recovery
 from dingtalk_fc.config import ConfigError
 from dingtalk_fc.context import FC2
 from dingtalk_fc.deadline import Deadline
@@ -79,9 +79,9 @@ def local_runtime(environ: Dict[str, str], records: RecordWriter) -> Tuple[Runti
     return runtime, worker
 
 
-def _recovery_settings(environ: Dict[str, str]) -> recovery.RecoverySettings:
+def _recovery_settings(environ: Dict[str, str]) -> config.RecoverySettings:
     try:
-        return recovery.load_recovery_settings(environ)
+        return config.load_recovery_settings(environ)
     except ConfigError as error:
         raise RecoveryCliError(f"configuration: {error}") from None
 
@@ -107,7 +107,7 @@ def cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if clean and not lost else EXIT_FAILED
 
 
-def _dry_run(runtime: Runtime, api: Any, settings: recovery.RecoverySettings, out: TextIO) -> int:
+def _dry_run(runtime: Runtime, api: Any, settings: config.RecoverySettings, out: TextIO) -> int:
     """Print what the list holds, one JSON line per item; runs nothing. DingTalk may delete
     what it returns, so each line carries the event sealed as a job: keep the output, and
     ``redrive`` it to run the events. Lines are ASCII, so no identifier and no stdout encoding

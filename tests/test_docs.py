@@ -28,7 +28,7 @@ def test_error_table_matches_the_code():
 
 def test_every_variable_the_code_reads_is_documented():
     read_by_code = set()
-    for module in ("config.py", "recovery.py"):
+    for module in ("config.py",):  # the one loader, the callback's and recovery's
         read_by_code |= set(re.findall(r'"(DINGTALK_[A-Z_]+)"', read("dingtalk_fc", module)))
     documented = set(re.findall(r"`(DINGTALK_[A-Z_]+)`", DOCS["configuration.md"]))
     assert read_by_code == documented

@@ -13,7 +13,7 @@ from conftest import APP_SECRET, STUB_CREDENTIALS, TEST_ENV, with_canary
 from stubs.dingtalk_api import DingTalkApiStub, legacy_item, v1_item
 from stubs.fc2_api import FcApiStub
 
-from dingtalk_fc import Event, Router, recovery
+from dingtalk_fc import Event, Router, config, recovery
 from dingtalk_fc.records import RecordWriter
 from dingtalk_fc_dev import recovery_cli
 from dingtalk_fc_dev.testkit import FakeFcContext
@@ -212,8 +212,8 @@ def test_the_time_budget_stops_the_run_between_pages(recovering):
     app = harness.runtime.load()
     run = recovery.Recovery(
         app,
-        recovery.api_for(recovery.load_recovery_settings(harness.runtime.environ)),
-        recovery.load_recovery_settings(harness.runtime.environ),
+        recovery.api_for(config.load_recovery_settings(harness.runtime.environ)),
+        config.load_recovery_settings(harness.runtime.environ),
         harness.runtime.records,
         app.settings.max_body_bytes,
         clock=lambda: clock[0],
